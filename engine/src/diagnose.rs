@@ -1,0 +1,124 @@
+//! Turning a failed scan into an error that names the bad file and line.
+//!
+//! DataFusion's readers report *what* is wrong ("Json error: expected value at line 1 column 1"
+//! for a line of some batch of some file) but not *where* in the user's data. When a statement
+//! fails with a JSON or Parquet decoding error, delt re-reads the inputs of that statement with
+//! a simple checker and reports the first bad file and line. This only runs on failure.
+
+use std::sync::Arc;
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
+use datafusion::datasource::source_as_provider;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::error::DeltError;
+
+/// Files read by a statement: a location and the format they are read as.
+#[derive(Debug, Clone)]
+pub struct InputFiles {
+    url: ListingTableUrl,
+    format: String,
+}
+
+impl InputFiles {
+    /// Files at `location` read as `format` (`json`, `parquet`, `csv`, ...).
+    pub fn new(location: &str, format: &str) -> Option<Self> {
+        Some(Self { url: ListingTableUrl::parse(location).ok()?, format: format.to_ascii_lowercase() })
+    }
+
+    /// The file tables scanned by `plan`.
+    pub fn of_plan(plan: &LogicalPlan) -> Vec<Self> {
+        let mut inputs = Vec::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Ok(provider) = source_as_provider(&scan.source)
+                && let Some(table) = provider.downcast_ref::<ListingTable>()
+            {
+                let format = table.options().format.get_ext();
+                inputs.extend(
+                    table.table_paths().iter().map(|url| Self { url: url.clone(), format: format.clone() }),
+                );
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        inputs
+    }
+
+    /// Every file at this location, in path order.
+    pub async fn list(&self, ctx: &SessionContext) -> Result<Vec<ObjectMeta>, DataFusionError> {
+        let store = ctx.runtime_env().object_store(self.url.object_store())?;
+        let state = ctx.state();
+        let mut files: Vec<ObjectMeta> =
+            self.url.list_all_files(&state, store.as_ref(), "").await?.try_collect().await?;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(files)
+    }
+
+    fn display(&self, meta: &ObjectMeta) -> String {
+        match self.url.scheme() {
+            "file" => format!("/{}", meta.location),
+            _ => format!("{}{}", self.url.object_store().as_str(), meta.location),
+        }
+    }
+}
+
+/// Replaces a decoding error by the first bad file and line of `inputs`, when one is found.
+pub async fn explain(ctx: &SessionContext, inputs: &[InputFiles], error: DataFusionError) -> DeltError {
+    let wanted = match error.find_root() {
+        DataFusionError::ArrowError(e, _) if matches!(e.as_ref(), ArrowError::JsonError(_)) => "json",
+        DataFusionError::ArrowError(e, _) if matches!(e.as_ref(), ArrowError::ParquetError(_)) => "parquet",
+        DataFusionError::ParquetError(_) => "parquet",
+        _ => return error.into(),
+    };
+    for input in inputs.iter().filter(|i| i.format == wanted) {
+        let Ok(files) = input.list(ctx).await else { continue };
+        let Ok(store) = ctx.runtime_env().object_store(input.url.object_store()) else { continue };
+        for meta in files {
+            let problem = match wanted {
+                "json" => first_bad_json_line(store.as_ref(), &meta).await,
+                _ => parquet_problem(Arc::clone(&store), &meta).await,
+            };
+            if let Some(problem) = problem {
+                return DeltError::BadInput(format!("{}: {problem}", input.display(&meta)));
+            }
+        }
+    }
+    error.into()
+}
+
+/// `line N: ...` for the first line that is not a JSON object.
+async fn first_bad_json_line(store: &dyn ObjectStore, meta: &ObjectMeta) -> Option<String> {
+    let bytes = store.get(&meta.location).await.ok()?.bytes().await.ok()?;
+    for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let problem = match serde_json::from_slice::<serde_json::Value>(trimmed) {
+            Ok(value) if value.is_object() => continue,
+            Ok(_) => "expected a JSON object per line".to_string(),
+            Err(e) => format!("malformed JSON ({e})"),
+        };
+        return Some(format!("line {}: {problem}; fix or remove that line", index + 1));
+    }
+    None
+}
+
+/// What is wrong with a Parquet file, if anything.
+async fn parquet_problem(store: Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Option<String> {
+    let bytes = store.get(&meta.location).await.ok()?.bytes().await.ok()?;
+    let reader = match ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()) {
+        Ok(reader) => reader,
+        Err(e) => return Some(format!("not a valid Parquet file ({e})")),
+    };
+    match reader.collect::<Result<Vec<_>, _>>() {
+        Ok(_) => None,
+        Err(e) => Some(format!("corrupt Parquet data ({e})")),
+    }
+}

@@ -1,0 +1,75 @@
+//! The error type of the delt library.
+
+use datafusion::error::DataFusionError;
+
+/// Everything that can go wrong while planning or running a delt pipeline.
+///
+/// Each message names the thing at fault (file, line, statement, option) and, where there is
+/// one, what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltError {
+    /// A `${name}` in the SQL text has no value.
+    #[error("parameter `{name}` is used in the SQL but not set: pass --param {name}=VALUE")]
+    MissingParam { name: String },
+
+    /// A `--param` argument is not of the form `name=value`.
+    #[error("invalid --param `{0}`: expected NAME=VALUE")]
+    BadParam(String),
+
+    /// A statement failed; `source` says why.
+    #[error("{origin}, statement {index} ({sql}): {source}")]
+    Statement {
+        /// 1-based position of the statement in its SQL text.
+        index: usize,
+        /// Where the SQL text came from (a file path or `-c`).
+        origin: String,
+        /// The start of the statement.
+        sql: String,
+        source: Box<DeltError>,
+    },
+
+    /// An error from DataFusion (planning or execution).
+    #[error("{}", clean_datafusion_message(.0))]
+    DataFusion(#[from] DataFusionError),
+
+    /// The diagnosis of a failed scan: which input file is bad and where.
+    #[error("{0}")]
+    BadInput(String),
+
+    /// Writing the output failed; the destination was left as it was.
+    #[error("writing {destination} failed (destination left untouched): {source}")]
+    Output {
+        destination: String,
+        source: Box<DeltError>,
+    },
+
+    /// Invalid options or configuration.
+    #[error("{0}")]
+    Config(String),
+
+    /// An I/O error outside DataFusion.
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+/// Strips DataFusion's nesting noise ("External error: ", "Arrow error: " chains, backtraces)
+/// down to the one line a user needs.
+fn clean_datafusion_message(err: &DataFusionError) -> String {
+    let root = err.find_root();
+    let text = match root {
+        DataFusionError::Context(_, _) => err.to_string(),
+        other => other.to_string(),
+    };
+    let text = text.split("\n\nbacktrace").next().unwrap_or_default();
+    text.trim().to_string()
+}
+
+impl DeltError {
+    /// Wraps an I/O error with what was being attempted.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = DeltError> = std::result::Result<T, E>;

@@ -1,0 +1,321 @@
+//! Folding: the DELT ordering, as one sort and one streaming pass.
+//!
+//! `ORDER BY fold_order(score, L)` sorts rows by score (ties in input order) and emits
+//! `sorted[0::L] ++ sorted[1::L] ++ ... ++ sorted[L-1::L]`: L passes over the score range.
+//! [`FoldExec`] asks DataFusion for its input sorted by `(score, position)` (one parallel,
+//! spilling sort) and deals row `i` of that stream to layer `i % L`. Layer 0 streams straight
+//! out; the others wait in a [`BufferSet`](crate::spill::BufferSet), which spills to disk under
+//! memory pressure, and follow in order.
+//!
+//! Rows whose score is NULL are not folded: they come after all layers, in input order.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{SortOptions, take_record_batch};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchemaRef, plan_err};
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortRequirement,
+};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use futures::StreamExt;
+
+use crate::scored::{self, SCORE_COLUMN};
+use crate::spill::{BufferSet, Replay};
+
+/// How the layers of a fold run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub enum FoldMode {
+    /// Every layer low-to-high score (the DELT paper's folding).
+    Ascending,
+    /// Every layer high-to-low score (ties still in input order).
+    Descending,
+    /// Even layers low-to-high, odd layers high-to-low (layers counted from 0).
+    Zigzag,
+}
+
+impl FromStr for FoldMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "asc" | "ascending" => Ok(Self::Ascending),
+            "desc" | "descending" => Ok(Self::Descending),
+            "zigzag" => Ok(Self::Zigzag),
+            other => Err(format!("unknown fold mode '{other}': use 'asc', 'desc' or 'zigzag'")),
+        }
+    }
+}
+
+impl fmt::Display for FoldMode {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ascending => "asc",
+            Self::Descending => "desc",
+            Self::Zigzag => "zigzag",
+        })
+    }
+}
+
+/// Logical node: its input's rows in folded order. The input's last column is the score.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FoldNode {
+    input: LogicalPlan,
+    layers: usize,
+    mode: FoldMode,
+    schema: DFSchemaRef,
+}
+
+impl FoldNode {
+    /// Folds `input` by `score` into `layers` layers.
+    pub fn try_new(input: LogicalPlan, score: Expr, layers: usize, mode: FoldMode) -> Result<Self> {
+        if layers == 0 {
+            return plan_err!("fold_order: the layer count L must be at least 1");
+        }
+        let schema = input.schema().clone();
+        let input = scored::append_score(input, score)?;
+        Ok(Self { input, layers, mode, schema })
+    }
+
+    /// Number of layers.
+    pub fn layers(&self) -> usize {
+        self.layers
+    }
+
+    /// Direction of the layers.
+    pub fn mode(&self) -> FoldMode {
+        self.mode
+    }
+}
+
+// The schema follows from the input, so it takes no part in the comparison.
+impl PartialOrd for FoldNode {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (&self.input, self.layers, self.mode).partial_cmp(&(&other.input, other.layers, other.mode))
+    }
+}
+
+impl UserDefinedLogicalNodeCore for FoldNode {
+    fn name(&self) -> &str {
+        "Fold"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+
+    // Filtering after a fold is not filtering before it: keep every predicate above.
+    fn prevent_predicate_push_down_columns(&self) -> std::collections::HashSet<String> {
+        self.schema.columns().into_iter().map(|c| c.name).collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Fold: layers={}, mode={}, score={SCORE_COLUMN}", self.layers, self.mode)
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+        let input = inputs.swap_remove(0);
+        Ok(Self { schema: scored::strip_score(&input)?, input, layers: self.layers, mode: self.mode })
+    }
+}
+
+/// Physical fold: input sorted by (score, position) in one partition, rows dealt to layers.
+#[derive(Debug)]
+pub struct FoldExec {
+    /// A [`PositionExec`](crate::position::PositionExec) over the plan whose last-but-one column is the score.
+    input: Arc<dyn ExecutionPlan>,
+    layers: usize,
+    mode: FoldMode,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl FoldExec {
+    /// Folds `input`: a [`PositionExec`](crate::position::PositionExec) over a plan whose last column is the score.
+    pub fn new(input: Arc<dyn ExecutionPlan>, layers: usize, mode: FoldMode) -> Self {
+        let in_schema = input.schema();
+        let kept = in_schema.fields().len() - 2;
+        let schema = Arc::new(Schema::new_with_metadata(
+            in_schema.fields()[..kept].to_vec(),
+            in_schema.metadata().clone(),
+        ));
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self { input, layers, mode, schema, properties }
+    }
+
+    fn score_index(&self) -> usize {
+        self.input.schema().fields().len() - 2
+    }
+}
+
+impl DisplayAs for FoldExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "FoldExec: layers={}, mode={}", self.layers, self.mode)
+    }
+}
+
+impl ExecutionPlan for FoldExec {
+    fn name(&self) -> &str {
+        "FoldExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        let schema = self.input.schema();
+        let score = self.score_index();
+        let by = |index: usize, descending: bool| {
+            PhysicalSortRequirement::new(
+                Arc::new(Column::new(schema.field(index).name(), index)),
+                Some(SortOptions { descending, nulls_first: false }),
+            )
+        };
+        let requirement = LexRequirement::new([
+            by(score, self.mode == FoldMode::Descending),
+            by(score + 1, false),
+        ]);
+        vec![requirement.map(OrderingRequirements::new)]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self::new(children.swap_remove(0), self.layers, self.mode)))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return datafusion::common::internal_err!("FoldExec has one partition, asked for {partition}");
+        }
+        let mut sorted = self.input.execute(0, Arc::clone(&context))?;
+        let mut folder = Folder {
+            layers: self.layers,
+            mode: self.mode,
+            score: self.score_index(),
+            dealt: 0,
+            // Buffers 1..L hold the later layers; buffer 0 holds the NULL-score rows.
+            buffers: BufferSet::new(
+                self.layers,
+                Arc::clone(&self.schema),
+                context.runtime_env(),
+                "FoldExec",
+            ),
+        };
+        let stream = async_try_stream(move |mut tx| async move {
+            while let Some(batch) = sorted.next().await {
+                let first_layer = folder.deal(&batch?)?;
+                if first_layer.num_rows() > 0 {
+                    tx.emit(first_layer).await;
+                }
+            }
+            // `folder` (and its memory reservation) lives until the last row is out.
+            for batch in folder.later_layers().into_iter().flatten() {
+                tx.emit(batch?).await;
+            }
+            Ok(())
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+    }
+}
+
+/// The streaming half of a fold.
+struct Folder {
+    layers: usize,
+    mode: FoldMode,
+    score: usize,
+    /// Rows with a score dealt so far: the next one goes to layer `dealt % layers`.
+    dealt: usize,
+    buffers: BufferSet,
+}
+
+impl Folder {
+    /// Deals one sorted batch; returns its layer-0 rows, buffers the rest.
+    fn deal(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let scores = batch.column(self.score);
+        let mut picks: Vec<Vec<u32>> = vec![Vec::new(); self.layers + 1];
+        for row in 0..batch.num_rows() {
+            if scores.is_null(row) {
+                picks[self.layers].push(row as u32);
+            } else {
+                picks[self.dealt % self.layers].push(row as u32);
+                self.dealt += 1;
+            }
+        }
+        let rows = batch.project(&(0..self.score).collect::<Vec<_>>())?;
+        let take = |indices: Vec<u32>| take_record_batch(&rows, &UInt32Array::from(indices));
+        let mut picks = picks.into_iter();
+        let first = take(picks.next().unwrap_or_default())?;
+        for (layer, indices) in picks.enumerate().map(|(i, p)| (i + 1, p)) {
+            if !indices.is_empty() {
+                // The NULL-score rows (index `layers`) live in buffer 0.
+                self.buffers.push(layer % self.layers, take(indices)?)?;
+            }
+        }
+        Ok(first)
+    }
+
+    /// Takes layers 1..L, then the NULL-score rows, for replay in that order.
+    fn later_layers(&mut self) -> Vec<Replay> {
+        let zigzag = self.mode == FoldMode::Zigzag;
+        let mut replays: Vec<Replay> =
+            (1..self.layers).map(|layer| self.buffers.replay(layer, zigzag && layer % 2 == 1)).collect();
+        replays.push(self.buffers.replay(0, false));
+        replays
+    }
+}

@@ -1,0 +1,44 @@
+//! delt: curate language-model training data with SQL.
+//!
+//! The crate embeds a DataFusion [`SessionContext`](datafusion::prelude::SessionContext)
+//! with the DELT stages registered as SQL functions:
+//!
+//! * ordering: `ORDER BY fold_order(score, L [, 'asc' | 'desc' | 'zigzag'])` and
+//!   `ORDER BY shuffle_order(seed)`;
+//! * selection: `WHERE top_k(score, k)`, `WHERE top_r(score, r)` (threshold selection is a
+//!   plain `WHERE score > t`).
+//!
+//! [`DeltSession`] builds such a context; [`Runner`] executes SQL text the way the `delt`
+//! command line does (parameters, `COPY` with ordered, atomic, sharded output, S3 options).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), delt::DeltError> {
+//! let ctx = delt::DeltSession::new().with_threads(2).build()?;
+//! let mut runner = delt::Runner::new(ctx);
+//! runner
+//!     .run_sql("COPY (SELECT * FROM 'docs.parquet' ORDER BY fold_order(score, 3)) TO 'out.parquet'")
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+pub mod diagnose;
+pub mod error;
+pub mod fold;
+pub mod functions;
+pub mod object_stores;
+pub mod output;
+pub mod params;
+pub mod position;
+pub mod progress;
+pub mod rewrite;
+pub mod planner;
+pub mod runner;
+pub mod select;
+pub mod session;
+pub mod scored;
+pub mod shuffle;
+pub mod spill;
+
+pub use error::DeltError;
+pub use runner::Runner;
+pub use session::DeltSession;

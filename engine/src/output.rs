@@ -1,0 +1,473 @@
+//! Writing query results in query order, atomically: `COPY ... TO`.
+//!
+//! DataFusion's own COPY deals batches round-robin to several files when writing a directory,
+//! which loses the order, and the order is the product. delt writes the stream itself:
+//!
+//! * a destination with a file extension (`out.parquet`) becomes one file, uploaded so that
+//!   it appears only when complete (a multipart upload on S3, a temporary file renamed into
+//!   place locally); a failure leaves whatever was there before;
+//! * any other destination (`out/`, `s3://b/curated`) becomes ordered shards
+//!   `part-00000.<ext>`, `part-00001.<ext>`, ... of `rows_per_shard` rows each, whose
+//!   concatenation in name order is the query order. They are written to a staging
+//!   directory beside the destination and moved in only after the last one is complete;
+//!   older `part-*` files of the same extension in the destination are then removed.
+//!
+//! Formats: Parquet, JSON lines (`STORED AS JSON`, one object per line, as the reference DELT
+//! trainer reads) and CSV.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::json::LineDelimitedWriter;
+use datafusion::common::config::{ConfigFileType, TableOptions};
+use datafusion::common::file_options::csv_writer::CsvWriterOptions;
+use datafusion::common::parsers::CompressionTypeVariant;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::error::{DeltError, Result};
+
+/// Rows per shard when writing a directory and `rows_per_shard` is not given.
+pub const DEFAULT_ROWS_PER_SHARD: usize = 1_000_000;
+
+/// The COPY option that sets the shard size (`OPTIONS (rows_per_shard 100000)`).
+pub const ROWS_PER_SHARD_OPTION: &str = "format.rows_per_shard";
+
+/// Runs every partition of `plan` at once but yields partition 0's rows, then partition 1's,
+/// and so on: the plan's order, whatever its partitioning.
+pub fn execute_in_order(plan: Arc<dyn ExecutionPlan>, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    let partitions = plan.output_partitioning().partition_count();
+    if partitions == 1 {
+        return plan.execute(0, context);
+    }
+    let mut receivers = Vec::with_capacity(partitions);
+    let mut tasks = Vec::with_capacity(partitions);
+    for p in 0..partitions {
+        // A small channel per partition: later partitions run ahead by a few batches only.
+        let (sender, receiver) = mpsc::channel(4);
+        let mut stream = plan.execute(p, Arc::clone(&context))?;
+        tasks.push(SpawnedTask::spawn(async move {
+            while let Some(batch) = stream.next().await {
+                let failed = batch.is_err();
+                if sender.send(batch).await.is_err() || failed {
+                    break;
+                }
+            }
+        }));
+        receivers.push(receiver);
+    }
+    let stream = async_try_stream(move |mut tx| async move {
+        let _tasks = tasks;
+        for mut receiver in receivers {
+            while let Some(batch) = receiver.recv().await {
+                tx.emit(batch?).await;
+            }
+        }
+        Ok::<_, DataFusionError>(())
+    });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(plan.schema(), stream)))
+}
+
+/// One `COPY ... TO` destination and how to write it.
+#[derive(Debug)]
+pub struct CopyTarget {
+    url: ListingTableUrl,
+    display: String,
+    format: Format,
+    single_file: bool,
+    rows_per_shard: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Format {
+    Parquet(WriterProperties),
+    Json,
+    Csv(CsvWriterOptions),
+}
+
+impl Format {
+    fn extension(&self) -> &'static str {
+        match self {
+            Self::Parquet(_) => "parquet",
+            Self::Json => "jsonl",
+            Self::Csv(_) => "csv",
+        }
+    }
+}
+
+impl CopyTarget {
+    /// Interprets a COPY's destination, file type (`parquet`, `json`, `csv`) and remaining
+    /// options (`format.*` keys, as DataFusion's SQL planner stores them).
+    pub fn new(
+        destination: &str,
+        file_type: &str,
+        mut options: HashMap<String, String>,
+        defaults: &TableOptions,
+    ) -> Result<Self> {
+        let rows_per_shard = match options.remove(ROWS_PER_SHARD_OPTION) {
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                DeltError::Config(format!("COPY option rows_per_shard must be a positive integer, got '{v}'"))
+            })?,
+            None => DEFAULT_ROWS_PER_SHARD,
+        };
+        let mut table_options = defaults.clone();
+        let format = match file_type.to_ascii_lowercase().as_str() {
+            "parquet" => {
+                table_options.set_config_format(ConfigFileType::PARQUET);
+                table_options.alter_with_string_hash_map(&options)?;
+                // ArrowWriter embeds the Arrow schema itself; DataFusion's check for it would
+                // need the schema here.
+                table_options.parquet.global.skip_arrow_metadata = true;
+                Format::Parquet(WriterPropertiesBuilder::try_from(&table_options.parquet)?.build())
+            }
+            "json" => {
+                table_options.set_config_format(ConfigFileType::JSON);
+                table_options.alter_with_string_hash_map(&options)?;
+                check_uncompressed(table_options.json.compression)?;
+                Format::Json
+            }
+            "csv" => {
+                table_options.set_config_format(ConfigFileType::CSV);
+                table_options.alter_with_string_hash_map(&options)?;
+                check_uncompressed(table_options.csv.compression)?;
+                Format::Csv(CsvWriterOptions::try_from(&table_options.csv)?)
+            }
+            other => {
+                return Err(DeltError::Config(format!(
+                    "COPY to '{other}' files is not supported: use STORED AS PARQUET, JSON or CSV"
+                )));
+            }
+        };
+        let single_file = !destination.ends_with('/')
+            && std::path::Path::new(destination).extension().is_some();
+        Ok(Self {
+            url: ListingTableUrl::parse(destination)?,
+            display: destination.to_string(),
+            format,
+            single_file,
+            rows_per_shard,
+        })
+    }
+
+    /// Where the output goes, as the user wrote it.
+    pub fn destination(&self) -> &str {
+        &self.display
+    }
+
+    /// The URL of the object store that holds the destination.
+    pub fn store_url(&self) -> datafusion::execution::object_store::ObjectStoreUrl {
+        self.url.object_store()
+    }
+
+    /// Writes `stream` to the destination in order; returns the number of rows written.
+    /// `written` counts rows as they go out (for progress display).
+    pub async fn write(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        stream: SendableRecordBatchStream,
+        written: Arc<AtomicU64>,
+    ) -> Result<u64> {
+        let result = if self.single_file {
+            self.write_file(store, stream, &written).await
+        } else {
+            self.write_shards(store, stream, &written).await
+        };
+        result.map_err(|source| DeltError::Output {
+            destination: self.display.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    async fn write_file(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        mut stream: SendableRecordBatchStream,
+        written: &AtomicU64,
+    ) -> std::result::Result<u64, DeltError> {
+        let mut file = OpenFile::create(store, self.url.prefix().clone(), &self.format, stream.schema())?;
+        let outcome = async {
+            while let Some(batch) = stream.try_next().await? {
+                file.write(&batch).await?;
+                written.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            }
+            Ok::<_, DeltError>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => file.finish().await,
+            Err(e) => {
+                file.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_shards(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        stream: SendableRecordBatchStream,
+        written: &AtomicU64,
+    ) -> std::result::Result<u64, DeltError> {
+        let destination = self.url.prefix().clone();
+        let staging = staging_dir(&destination);
+        let outcome = self.stage_shards(Arc::clone(&store), &staging, stream, written).await;
+        let result = match outcome {
+            Ok(shards) => self.publish(store.as_ref(), &destination, &shards).await,
+            Err(e) => Err(e),
+        };
+        remove_all(store.as_ref(), &staging, &self.url).await;
+        result
+    }
+
+    /// Writes the shards under `staging`; returns their paths and row counts in order.
+    async fn stage_shards(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        staging: &Path,
+        mut stream: SendableRecordBatchStream,
+        written: &AtomicU64,
+    ) -> std::result::Result<Vec<(Path, u64)>, DeltError> {
+        let schema = stream.schema();
+        let mut shards: Vec<(Path, u64)> = Vec::new();
+        let mut open: Option<OpenFile> = None;
+        let new_shard = |index: usize| {
+            let path = staging.clone().join(format!("{index:010}.{}", self.format.extension()));
+            OpenFile::create(Arc::clone(&store), path, &self.format, Arc::clone(&schema))
+        };
+        let outcome = async {
+            while let Some(mut batch) = stream.try_next().await? {
+                while batch.num_rows() > 0 {
+                    let file = match &mut open {
+                        Some(file) => file,
+                        None => open.insert(new_shard(shards.len())?),
+                    };
+                    let room = self.rows_per_shard - file.rows as usize;
+                    let head = batch.slice(0, room.min(batch.num_rows()));
+                    batch = batch.slice(head.num_rows(), batch.num_rows() - head.num_rows());
+                    file.write(&head).await?;
+                    written.fetch_add(head.num_rows() as u64, Ordering::Relaxed);
+                    if file.rows as usize == self.rows_per_shard {
+                        let file = open.take().expect("a shard is open");
+                        let path = file.path.clone();
+                        shards.push((path, file.finish().await?));
+                    }
+                }
+            }
+            // An empty result still gets one (empty) shard, so the schema survives.
+            if open.is_none() && shards.is_empty() {
+                open = Some(new_shard(0)?);
+            }
+            if let Some(file) = open.take() {
+                let path = file.path.clone();
+                shards.push((path, file.finish().await?));
+            }
+            Ok::<_, DeltError>(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            if let Some(file) = open {
+                file.abort().await;
+            }
+            return Err(e);
+        }
+        Ok(shards)
+    }
+
+    /// Moves the staged shards into the destination and removes older shards there.
+    async fn publish(
+        &self,
+        store: &dyn ObjectStore,
+        destination: &Path,
+        shards: &[(Path, u64)],
+    ) -> std::result::Result<u64, DeltError> {
+        let extension = self.format.extension();
+        let previous: Vec<Path> = store
+            .list(Some(destination))
+            .try_filter_map(|meta| async move {
+                let name = meta.location.filename().unwrap_or_default();
+                Ok(is_shard_name(name, extension).then_some(meta.location.clone()))
+            })
+            .try_collect()
+            .await
+            .map_err(DataFusionError::from)?;
+        let width = shards.len().saturating_sub(1).to_string().len().max(5);
+        let mut published = Vec::with_capacity(shards.len());
+        for (index, (staged, _)) in shards.iter().enumerate() {
+            let target = destination.clone().join(format!("part-{index:0width$}.{extension}"));
+            store.rename(staged, &target).await.map_err(DataFusionError::from)?;
+            published.push(target);
+        }
+        for old in previous.iter().filter(|p| !published.contains(p)) {
+            store.delete(old).await.map_err(DataFusionError::from)?;
+        }
+        Ok(shards.iter().map(|(_, rows)| rows).sum())
+    }
+}
+
+fn check_uncompressed(compression: CompressionTypeVariant) -> Result<()> {
+    if compression == CompressionTypeVariant::UNCOMPRESSED {
+        Ok(())
+    } else {
+        Err(DeltError::Config(
+            "compressed JSON/CSV output is not supported: write Parquet (compressed by default) or plain JSON/CSV".into(),
+        ))
+    }
+}
+
+fn is_shard_name(name: &str, extension: &str) -> bool {
+    name.strip_prefix("part-")
+        .and_then(|rest| rest.strip_suffix(extension))
+        .and_then(|digits| digits.strip_suffix('.'))
+        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A hidden directory beside `destination`, unique to this run.
+fn staging_dir(destination: &Path) -> Path {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let name = destination.filename().unwrap_or("output");
+    let tag = format!(".delt-staging-{}-{nanos}-{name}", std::process::id());
+    let mut parts: Vec<_> = destination.parts().collect();
+    parts.pop();
+    parts.push(tag.as_str().into());
+    Path::from_iter(parts)
+}
+
+/// Best-effort removal of everything under `dir` (and the directory itself on a local disk).
+async fn remove_all(store: &dyn ObjectStore, dir: &Path, url: &ListingTableUrl) {
+    let leftovers: Vec<Path> = store
+        .list(Some(dir))
+        .map_ok(|meta| meta.location)
+        .filter_map(|p| async move { p.ok() })
+        .collect()
+        .await;
+    for path in leftovers {
+        let _ = store.delete(&path).await;
+    }
+    if url.scheme() == "file" {
+        let _ = std::fs::remove_dir_all(format!("/{dir}"));
+    }
+}
+
+/// One output file being uploaded.
+struct OpenFile {
+    path: Path,
+    schema: SchemaRef,
+    upload: BufWriter,
+    encoder: Encoder,
+    rows: u64,
+}
+
+enum Encoder {
+    Parquet(Box<ArrowWriter<Vec<u8>>>),
+    Json,
+    Csv { builder: CsvWriterBuilder, header_done: bool },
+}
+
+impl OpenFile {
+    fn create(store: Arc<dyn ObjectStore>, path: Path, format: &Format, schema: SchemaRef) -> Result<Self> {
+        let encoder = match format {
+            Format::Parquet(props) => Encoder::Parquet(Box::new(
+                ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(props.clone())).map_err(DataFusionError::from)?,
+            )),
+            Format::Json => Encoder::Json,
+            Format::Csv(options) => {
+                Encoder::Csv { builder: options.writer_options.clone(), header_done: false }
+            }
+        };
+        Ok(Self { upload: BufWriter::new(store, path.clone()), path, schema, encoder, rows: 0 })
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let bytes = match &mut self.encoder {
+            Encoder::Parquet(writer) => {
+                writer.write(batch).map_err(DataFusionError::from)?;
+                std::mem::take(writer.inner_mut())
+            }
+            Encoder::Json => {
+                let mut buffer = Vec::new();
+                let mut writer = LineDelimitedWriter::new(&mut buffer);
+                writer.write(batch).map_err(DataFusionError::from)?;
+                writer.finish().map_err(DataFusionError::from)?;
+                buffer
+            }
+            Encoder::Csv { builder, header_done } => {
+                let mut buffer = Vec::new();
+                let header = builder.header() && !*header_done;
+                let mut writer = builder.clone().with_header(header).build(&mut buffer);
+                writer.write(batch).map_err(DataFusionError::from)?;
+                drop(writer);
+                *header_done = true;
+                buffer
+            }
+        };
+        self.rows += batch.num_rows() as u64;
+        self.put(bytes).await
+    }
+
+    async fn put(&mut self, bytes: Vec<u8>) -> Result<()> {
+        if !bytes.is_empty() {
+            self.upload.put(Bytes::from(bytes)).await.map_err(DataFusionError::from)?;
+        }
+        Ok(())
+    }
+
+    /// Completes the file; returns its row count.
+    async fn finish(mut self) -> Result<u64> {
+        if matches!(self.encoder, Encoder::Csv { header_done: false, .. }) {
+            // No rows came: an empty batch still writes the header line.
+            self.write(&RecordBatch::new_empty(Arc::clone(&self.schema))).await?;
+        }
+        if let Encoder::Parquet(writer) = std::mem::replace(&mut self.encoder, Encoder::Json) {
+            let tail = writer.into_inner().map_err(DataFusionError::from)?;
+            self.put(tail).await?;
+        }
+        self.upload
+            .shutdown()
+            .await
+            .map_err(|e| DeltError::io(format!("completing {}", self.path), e))?;
+        Ok(self.rows)
+    }
+
+    async fn abort(mut self) {
+        let _ = self.upload.abort().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names() {
+        assert!(is_shard_name("part-00000.parquet", "parquet"));
+        assert!(is_shard_name("part-123456.jsonl", "jsonl"));
+        assert!(!is_shard_name("part-.parquet", "parquet"));
+        assert!(!is_shard_name("part-0001.csv", "parquet"));
+        assert!(!is_shard_name("data.parquet", "parquet"));
+    }
+
+    #[test]
+    fn staging_is_beside_destination() {
+        let staging = staging_dir(&Path::from("data/out"));
+        assert!(staging.as_ref().starts_with("data/.delt-staging-"), "{staging}");
+        assert!(staging.as_ref().ends_with("-out"));
+    }
+}

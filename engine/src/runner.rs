@@ -1,0 +1,250 @@
+//! Running SQL text statement by statement, the way the `delt` command line does.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
+use datafusion::arrow::json::LineDelimitedWriter;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::dml::CopyTo;
+use datafusion::logical_expr::{CreateExternalTable, DdlStatement, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement};
+use futures::TryStreamExt;
+use url::Url;
+
+use crate::diagnose::{self, InputFiles};
+use crate::error::{DeltError, Result};
+use crate::object_stores::{s3_store, take_aws_options};
+use crate::output::{CopyTarget, execute_in_order};
+use crate::params::Params;
+use crate::progress::Progress;
+
+/// How query results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResultFormat {
+    /// An aligned text table.
+    #[default]
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Executes SQL text: parameters substituted, statements run in order, query results printed,
+/// `COPY` written in order and atomically, S3 options of `CREATE EXTERNAL TABLE` and `COPY`
+/// applied.
+pub struct Runner {
+    ctx: SessionContext,
+    params: Params,
+    format: ResultFormat,
+    progress: bool,
+    quiet: bool,
+    out: Box<dyn Write + Send>,
+}
+
+impl Runner {
+    /// A runner printing results as tables to stdout, without progress display.
+    pub fn new(ctx: SessionContext) -> Self {
+        Self {
+            ctx,
+            params: Params::default(),
+            format: ResultFormat::Table,
+            progress: false,
+            quiet: true,
+            out: Box::new(std::io::stdout()),
+        }
+    }
+
+    /// Values for `${name}` in the SQL.
+    pub fn with_params(mut self, params: Params) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// How to print query results.
+    pub fn with_format(mut self, format: ResultFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Progress line on stderr (when it is a terminal) and a summary line per COPY.
+    pub fn with_progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self.quiet = !progress;
+        self
+    }
+
+    /// Where query results go.
+    pub fn with_output(mut self, out: Box<dyn Write + Send>) -> Self {
+        self.out = out;
+        self
+    }
+
+    /// The session statements run in.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs the statements of `sql`, given on the command line.
+    pub async fn run_sql(&mut self, sql: &str) -> Result<()> {
+        self.run_source(sql, "-c").await
+    }
+
+    /// Runs the statements of `sql`; `origin` (a file name) appears in errors.
+    pub async fn run_source(&mut self, sql: &str, origin: &str) -> Result<()> {
+        let sql = self.params.substitute(sql)?;
+        let statements = DFParser::parse_sql(&sql)
+            .map_err(|e| DeltError::Config(format!("{origin}: SQL syntax error: {}", DeltError::from(e))))?;
+        for (index, statement) in statements.into_iter().enumerate() {
+            let text = statement.to_string();
+            self.run_statement(statement).await.map_err(|source| DeltError::Statement {
+                index: index + 1,
+                origin: origin.to_string(),
+                sql: snippet(&text),
+                source: Box::new(source),
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn run_statement(&mut self, statement: Statement) -> Result<()> {
+        let plan = self.ctx.state().statement_to_plan(statement).await?;
+        match plan {
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => self.create_external_table(*cmd).await,
+            LogicalPlan::Copy(copy) => self.copy(copy).await,
+            plan @ (LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_)) => {
+                self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                Ok(())
+            }
+            query => self.query(query).await,
+        }
+    }
+
+    async fn create_external_table(&mut self, mut cmd: CreateExternalTable) -> Result<()> {
+        let aws = take_aws_options(&mut cmd.options);
+        let mut inputs = Vec::new();
+        for location in &cmd.locations {
+            self.register_s3(location, &aws)?;
+            let input = InputFiles::new(location, &cmd.file_type)
+                .ok_or_else(|| DeltError::Config(format!("invalid location '{location}'")))?;
+            if input.list(&self.ctx).await?.is_empty() {
+                return Err(DeltError::BadInput(format!(
+                    "{location}: no such file or no files in that directory; check the LOCATION"
+                )));
+            }
+            inputs.push(input);
+        }
+        let plan = LogicalPlan::Ddl(DdlStatement::CreateExternalTable(Box::new(cmd)));
+        match self.ctx.execute_logical_plan(plan).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(diagnose::explain(&self.ctx, &inputs, e).await),
+        }
+    }
+
+    async fn copy(&mut self, copy: CopyTo) -> Result<()> {
+        if !copy.partition_by.is_empty() {
+            return Err(DeltError::Config(
+                "COPY ... PARTITIONED BY is not supported: delt writes ordered shards (rows_per_shard)".into(),
+            ));
+        }
+        let mut options = copy.options.clone();
+        let aws = take_aws_options(&mut options);
+        self.register_s3(&copy.output_url, &aws)?;
+        let target = CopyTarget::new(
+            &copy.output_url,
+            &copy.file_type.get_ext(),
+            options,
+            &self.ctx.state().default_table_options(),
+        )?;
+        let inputs = InputFiles::of_plan(&copy.input);
+        let started = Instant::now();
+        let plan = self
+            .ctx
+            .execute_logical_plan(Arc::unwrap_or_clone(copy.input))
+            .await?
+            .create_physical_plan()
+            .await?;
+        let store = self.ctx.runtime_env().object_store(target.store_url())?;
+        let progress = Progress::start(&plan, self.progress);
+        let stream = execute_in_order(plan, self.ctx.task_ctx())?;
+        let rows = match target.write(store, stream, progress.written()).await {
+            Ok(rows) => rows,
+            Err(DeltError::Output { destination, source }) => {
+                let source = match *source {
+                    DeltError::DataFusion(e) => diagnose::explain(&self.ctx, &inputs, e).await,
+                    other => other,
+                };
+                return Err(DeltError::Output { destination, source: Box::new(source) });
+            }
+            Err(other) => return Err(other),
+        };
+        drop(progress);
+        if !self.quiet {
+            eprintln!(
+                "wrote {rows} rows to {} in {:.1}s",
+                target.destination(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    async fn query(&mut self, plan: LogicalPlan) -> Result<()> {
+        let inputs = InputFiles::of_plan(&plan);
+        let physical = self.ctx.execute_logical_plan(plan).await?.create_physical_plan().await?;
+        let progress = Progress::start(&physical, self.progress);
+        let batches: std::result::Result<Vec<RecordBatch>, DataFusionError> =
+            execute_in_order(physical, self.ctx.task_ctx())?.try_collect().await;
+        drop(progress);
+        let batches = match batches {
+            Ok(batches) => batches,
+            Err(e) => return Err(diagnose::explain(&self.ctx, &inputs, e).await),
+        };
+        self.print(&batches)
+    }
+
+    fn print(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let out = &mut self.out;
+        let written = match self.format {
+            ResultFormat::Table => writeln!(out, "{}", pretty_format_batches(batches).map_err(DataFusionError::from)?)
+                .map_err(DataFusionError::from),
+            ResultFormat::Csv => {
+                let mut writer = CsvWriterBuilder::new().with_header(true).build(&mut *out);
+                batches.iter().try_for_each(|b| writer.write(b)).map_err(DataFusionError::from)
+            }
+            ResultFormat::Json => {
+                let mut writer = LineDelimitedWriter::new(&mut *out);
+                batches.iter().try_for_each(|b| writer.write(b)).map_err(DataFusionError::from)?;
+                writer.finish().map_err(DataFusionError::from)
+            }
+        };
+        written?;
+        out.flush().map_err(|e| DeltError::io("writing results", e))
+    }
+
+    /// Registers an S3 store for `location`'s bucket when `aws.*` options are given.
+    fn register_s3(&self, location: &str, aws: &std::collections::HashMap<String, String>) -> Result<()> {
+        if aws.is_empty() {
+            return Ok(());
+        }
+        let url = Url::parse(location).ok().filter(|u| u.scheme() == "s3").ok_or_else(|| {
+            DeltError::Config(format!("aws.* options apply to s3:// locations, not '{location}'"))
+        })?;
+        self.ctx.register_object_store(&url, s3_store(&url, aws)?);
+        Ok(())
+    }
+}
+
+/// The first line of a statement, shortened for error messages.
+fn snippet(sql: &str) -> String {
+    let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}...", &one_line[..cut]),
+        None => one_line,
+    }
+}

@@ -1,0 +1,372 @@
+//! Selection: keep the best-scored rows, `WHERE top_k(score, k)` and `WHERE top_r(score, r)`.
+//!
+//! Semantics follow the DELT reference (stable ascending sort by score, keep the last k), so
+//! among rows tied at the cut the *later* ones in input order are kept. top-r keeps
+//! `floor(N * r)` rows where N counts every row reaching the selection, NULL scores included;
+//! when that is 0 nothing is kept (the reference keeps everything: a defect we do not copy).
+//! Rows with a NULL score are never selected.
+//!
+//! The selected rows come out in input order, like any `WHERE`, so an `ORDER BY` above decides
+//! their final order. No sort is needed: [`SelectExec`] buffers its input (spilling under memory
+//! pressure) while collecting the scores, finds the cut with a linear-time selection, then
+//! replays the buffer through the cut.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchemaRef, internal_err};
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    Partitioning, PlanProperties, ReplaceChildrenOptions,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::scored::{self, SCORE_COLUMN};
+use crate::spill::BufferSet;
+
+/// How many rows a selection keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection {
+    /// The k best.
+    TopK(u64),
+    /// The best `floor(N * r)`.
+    TopR(f64),
+}
+
+impl Selection {
+    /// Rows to keep out of `n`.
+    pub fn count(self, n: usize) -> usize {
+        match self {
+            Self::TopK(k) => usize::try_from(k).unwrap_or(usize::MAX).min(n),
+            Self::TopR(r) => ((n as f64) * r).floor() as usize,
+        }
+    }
+}
+
+impl fmt::Display for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::TopK(k) => write!(f, "top_k={k}"),
+            Self::TopR(r) => write!(f, "top_r={r}"),
+        }
+    }
+}
+
+// Plan nodes must be comparable and hashable; a ratio compares by its bits.
+impl PartialEq for Selection {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Selection {}
+impl std::hash::Hash for Selection {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+impl PartialOrd for Selection {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.key().cmp(&other.key()))
+    }
+}
+impl Selection {
+    fn key(&self) -> (u8, u64) {
+        match self {
+            Self::TopK(k) => (0, *k),
+            Self::TopR(r) => (1, r.to_bits()),
+        }
+    }
+}
+
+/// Logical node: the selected rows of its input, in input order. The input's last column is
+/// the score.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SelectNode {
+    input: LogicalPlan,
+    selection: Selection,
+    schema: DFSchemaRef,
+}
+
+impl SelectNode {
+    /// Selects from `input` by `score`.
+    pub fn try_new(input: LogicalPlan, score: Expr, selection: Selection) -> Result<Self> {
+        let schema = input.schema().clone();
+        let input = scored::append_score(input, score)?;
+        Ok(Self { input, selection, schema })
+    }
+
+    /// What the node keeps.
+    pub fn selection(&self) -> Selection {
+        self.selection
+    }
+}
+
+// The schema follows from the input, so it takes no part in the comparison.
+impl PartialOrd for SelectNode {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (&self.input, self.selection).partial_cmp(&(&other.input, other.selection))
+    }
+}
+
+impl UserDefinedLogicalNodeCore for SelectNode {
+    fn name(&self) -> &str {
+        "Select"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+
+    // N counts the rows that reach the selection: later filters must stay above it.
+    fn prevent_predicate_push_down_columns(&self) -> std::collections::HashSet<String> {
+        self.schema.columns().into_iter().map(|c| c.name).collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Select: {}, score={SCORE_COLUMN}", self.selection)
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+        let input = inputs.swap_remove(0);
+        Ok(Self { schema: scored::strip_score(&input)?, input, selection: self.selection })
+    }
+}
+
+/// Physical selection over all input partitions, emitting one partition in input order.
+#[derive(Debug)]
+pub struct SelectExec {
+    input: Arc<dyn ExecutionPlan>,
+    selection: Selection,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl SelectExec {
+    /// Selects from `input`, a plan whose last column is the score.
+    pub fn new(input: Arc<dyn ExecutionPlan>, selection: Selection) -> Self {
+        let in_schema = input.schema();
+        let kept = in_schema.fields().len() - 1;
+        let schema = Arc::new(Schema::new_with_metadata(
+            in_schema.fields()[..kept].to_vec(),
+            in_schema.metadata().clone(),
+        ));
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self { input, selection, schema, properties }
+    }
+}
+
+impl DisplayAs for SelectExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "SelectExec: {}", self.selection)
+    }
+}
+
+impl ExecutionPlan for SelectExec {
+    fn name(&self) -> &str {
+        "SelectExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    // Partitions are contiguous runs of the input: splitting them would lose the order.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self::new(children.swap_remove(0), self.selection)))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("SelectExec has one partition, asked for {partition}");
+        }
+        let partitions = self.input.output_partitioning().partition_count();
+        let (sender, mut receiver) = mpsc::channel::<(usize, Result<RecordBatch>)>(2 * partitions.max(1));
+        // Each input partition runs on its own task so upstream work stays parallel.
+        let mut tasks = Vec::with_capacity(partitions);
+        for p in 0..partitions {
+            let mut stream = self.input.execute(p, Arc::clone(&context))?;
+            let sender = sender.clone();
+            tasks.push(SpawnedTask::spawn(async move {
+                while let Some(batch) = stream.next().await {
+                    let failed = batch.is_err();
+                    if sender.send((p, batch)).await.is_err() || failed {
+                        break;
+                    }
+                }
+            }));
+        }
+        drop(sender);
+
+        let selection = self.selection;
+        let input_schema = self.input.schema();
+        let score = input_schema.fields().len() - 1;
+        let out_columns: Vec<usize> = (0..score).collect();
+        let mut buffers =
+            BufferSet::new(partitions, Arc::clone(&input_schema), context.runtime_env(), "SelectExec");
+        let stream = async_try_stream(move |mut tx| async move {
+            let _tasks = tasks;
+            let mut scores: Vec<f64> = Vec::new();
+            let mut rows = 0usize;
+            while let Some((p, batch)) = receiver.recv().await {
+                let batch = batch?;
+                rows += batch.num_rows();
+                let batch_scores = float_scores(&batch, score)?;
+                scores.extend(batch_scores.iter().flatten());
+                buffers.push(p, batch)?;
+            }
+            let mut cut = Cut::find(scores, selection.count(rows));
+            for p in 0..partitions {
+                for batch in buffers.replay(p, false) {
+                    let batch = batch?;
+                    let keep = cut.filter(&float_scores(&batch, score)?);
+                    let kept = filter_record_batch(&batch.project(&out_columns)?, &keep)?;
+                    if kept.num_rows() > 0 {
+                        tx.emit(kept).await;
+                    }
+                }
+            }
+            Ok::<_, DataFusionError>(())
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+    }
+}
+
+/// The score column of `batch` as f64 values, None for NULL.
+fn float_scores(batch: &RecordBatch, index: usize) -> Result<Vec<Option<f64>>> {
+    let column = cast(batch.column(index), &DataType::Float64)?;
+    Ok(column.as_primitive::<Float64Type>().iter().collect())
+}
+
+/// Where the selection cuts.
+enum Cut {
+    /// k = 0.
+    Nothing,
+    /// k covers every scored row.
+    Everything,
+    /// Every score above `at`, and of the rows scoring exactly `at` all but the first
+    /// `skip_ties` (in input order).
+    At { at: f64, skip_ties: usize },
+}
+
+impl Cut {
+    /// The cut keeping the `k` best of `scores` (the non-NULL scores, in input order).
+    fn find(mut scores: Vec<f64>, k: usize) -> Self {
+        if k == 0 {
+            return Self::Nothing;
+        }
+        if k >= scores.len() {
+            return Self::Everything;
+        }
+        let nth = scores.len() - k;
+        let (_, at, _) = scores.select_nth_unstable_by(nth, f64::total_cmp);
+        let at = *at;
+        let above = scores.iter().filter(|s| s.total_cmp(&at) == Ordering::Greater).count();
+        let ties = scores.iter().filter(|s| s.total_cmp(&at) == Ordering::Equal).count();
+        Self::At { at, skip_ties: ties - (k - above) }
+    }
+
+    /// Which rows of a batch (with these scores) are kept; call for batches in input order.
+    fn filter(&mut self, scores: &[Option<f64>]) -> BooleanArray {
+        scores
+            .iter()
+            .map(|score| {
+                let Some(score) = score else { return Some(false) };
+                Some(match self {
+                    Self::Nothing => false,
+                    Self::Everything => true,
+                    Self::At { at, skip_ties } => match score.total_cmp(at) {
+                        Ordering::Greater => true,
+                        Ordering::Less => false,
+                        Ordering::Equal if *skip_ties > 0 => {
+                            *skip_ties -= 1;
+                            false
+                        }
+                        Ordering::Equal => true,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn select(scores: &[Option<f64>], k: usize) -> Vec<bool> {
+        let mut cut = Cut::find(scores.iter().flatten().copied().collect(), k);
+        // Feed in two batches to check that tie counting carries over.
+        let (a, b) = scores.split_at(scores.len() / 2);
+        let mut keep: Vec<bool> = cut.filter(a).iter().map(|v| v.unwrap()).collect();
+        keep.extend(cut.filter(b).iter().map(|v| v.unwrap()));
+        keep
+    }
+
+    #[test]
+    fn keeps_the_later_of_tied_rows() {
+        let s = [Some(1.0), Some(2.0), None, Some(2.0), Some(0.5), Some(2.0)];
+        assert_eq!(select(&s, 2), [false, false, false, true, false, true]);
+        assert_eq!(select(&s, 4), [true, true, false, true, false, true]);
+        assert_eq!(select(&s, 0), [false; 6]);
+        assert_eq!(select(&s, 9), [true, true, false, true, true, true]);
+    }
+
+    #[test]
+    fn top_r_of_nothing_keeps_nothing() {
+        assert_eq!(Selection::TopR(0.3).count(3), 0);
+        assert_eq!(Selection::TopR(0.5).count(5), 2);
+        assert_eq!(Selection::TopK(10).count(4), 4);
+    }
+}

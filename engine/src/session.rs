@@ -1,0 +1,121 @@
+//! Building a DataFusion session with the DELT functions and planners registered.
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::{DeltError, Result};
+use crate::object_stores::DeltObjectStoreRegistry;
+use crate::planner::DeltQueryPlanner;
+use crate::rewrite::DeltRewrite;
+
+/// Builder of a [`SessionContext`] that runs DELT pipelines.
+///
+/// Besides registering the functions, it turns off round-robin repartitioning: DELT orderings
+/// break ties by input position, and positions are only meaningful while every partition is a
+/// contiguous run of the input (see [`crate::position`]). Parallelism comes from splitting
+/// files and from running partitions side by side.
+#[derive(Debug, Clone, Default)]
+pub struct DeltSession {
+    memory_limit: Option<usize>,
+    threads: Option<usize>,
+    batch_size: Option<usize>,
+}
+
+impl DeltSession {
+    /// A session with DataFusion's defaults: all cores, no memory limit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Caps the memory of sorts and DELT buffers at `bytes`; beyond it they spill to disk.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Number of partitions run in parallel.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// Rows per record batch.
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = Some(rows.max(1));
+        self
+    }
+
+    /// Builds the context.
+    pub fn build(&self) -> Result<SessionContext> {
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .set_bool("datafusion.optimizer.enable_round_robin_repartition", false);
+        if let Some(threads) = self.threads {
+            config = config.with_target_partitions(threads);
+        }
+        if let Some(rows) = self.batch_size {
+            config = config.with_batch_size(rows);
+        }
+        let mut runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::new(DeltObjectStoreRegistry::default()));
+        if let Some(bytes) = self.memory_limit {
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
+        }
+        let runtime = runtime.build_arc().map_err(DeltError::from)?;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_query_planner(Arc::new(DeltQueryPlanner))
+            .with_analyzer_rule(Arc::new(DeltRewrite))
+            .build();
+        // `SELECT * FROM 'path/or/s3/url.parquet'` works without CREATE EXTERNAL TABLE.
+        let ctx = SessionContext::new_with_state(state).enable_url_table();
+        for function in crate::functions::all() {
+            ctx.register_udf(Arc::unwrap_or_clone(function));
+        }
+        Ok(ctx)
+    }
+}
+
+/// Parses a size such as `512M`, `2G`, `1.5GiB` or `1000000` (bytes).
+pub fn parse_size(text: &str) -> Result<usize> {
+    let bad = || DeltError::Config(format!("invalid size '{text}': use a number with K, M, G or T, e.g. 2G"));
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let scale: f64 = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = number * scale;
+    if !(bytes >= 1.0 && bytes.is_finite()) {
+        return Err(bad());
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("2X").is_err());
+    }
+}
