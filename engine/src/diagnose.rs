@@ -70,26 +70,55 @@ impl InputFiles {
 
 /// Replaces a decoding error by the first bad file and line of `inputs`, when one is found.
 pub async fn explain(ctx: &SessionContext, inputs: &[InputFiles], error: DataFusionError) -> DeltError {
-    let wanted = match error.find_root() {
-        DataFusionError::ArrowError(e, _) if matches!(e.as_ref(), ArrowError::JsonError(_)) => "json",
-        DataFusionError::ArrowError(e, _) if matches!(e.as_ref(), ArrowError::ParquetError(_)) => "parquet",
-        DataFusionError::ParquetError(_) => "parquet",
+    let kind = match error.find_root() {
+        DataFusionError::ArrowError(e, _) if matches!(e.as_ref(), ArrowError::JsonError(_)) => Kind::Json,
+        DataFusionError::ArrowError(e, _) if matches!(e.as_ref(), ArrowError::ParquetError(_)) => Kind::Parquet,
+        DataFusionError::ParquetError(_) => Kind::Parquet,
         _ => return error.into(),
     };
-    for input in inputs.iter().filter(|i| i.format == wanted) {
+    first_problem(ctx, inputs, Some(kind)).await.unwrap_or_else(|| error.into())
+}
+
+/// The kinds of files the checker understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// JSON lines.
+    Json,
+    /// Parquet.
+    Parquet,
+}
+
+impl Kind {
+    fn of(format: &str, path: &str) -> Option<Self> {
+        let by_name = |name: &str| match name {
+            "json" | "jsonl" | "ndjson" => Some(Self::Json),
+            "parquet" => Some(Self::Parquet),
+            _ => None,
+        };
+        by_name(format).or_else(|| by_name(path.rsplit('.').next().unwrap_or("")))
+    }
+}
+
+/// The first file of `inputs` (of `kind`, or of any kind the checker knows) with a problem.
+pub async fn first_problem(ctx: &SessionContext, inputs: &[InputFiles], kind: Option<Kind>) -> Option<DeltError> {
+    for input in inputs {
         let Ok(files) = input.list(ctx).await else { continue };
         let Ok(store) = ctx.runtime_env().object_store(input.url.object_store()) else { continue };
         for meta in files {
-            let problem = match wanted {
-                "json" => first_bad_json_line(store.as_ref(), &meta).await,
+            let file_kind = Kind::of(&input.format, meta.location.as_ref());
+            if file_kind.is_none() || (kind.is_some() && file_kind != kind) {
+                continue;
+            }
+            let problem = match file_kind {
+                Some(Kind::Json) => first_bad_json_line(store.as_ref(), &meta).await,
                 _ => parquet_problem(Arc::clone(&store), &meta).await,
             };
             if let Some(problem) = problem {
-                return DeltError::BadInput(format!("{}: {problem}", input.display(&meta)));
+                return Some(DeltError::BadInput(format!("{}: {problem}", input.display(&meta))));
             }
         }
     }
-    error.into()
+    None
 }
 
 /// `line N: ...` for the first line that is not a JSON object.
@@ -113,6 +142,15 @@ async fn first_bad_json_line(store: &dyn ObjectStore, meta: &ObjectMeta) -> Opti
 /// What is wrong with a Parquet file, if anything.
 async fn parquet_problem(store: Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Option<String> {
     let bytes = store.get(&meta.location).await.ok()?.bytes().await.ok()?;
+    // Check the footer first: the decoder is not robust against arbitrary bytes there.
+    let n = bytes.len();
+    if n < 12 || &bytes[n - 4..] != b"PAR1" || &bytes[..4] != b"PAR1" {
+        return Some("not a Parquet file (no PAR1 magic at both ends)".into());
+    }
+    let footer = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().ok()?) as usize;
+    if footer > n - 12 {
+        return Some(format!("corrupt Parquet footer (metadata length {footer} exceeds the file)"));
+    }
     let reader = match ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()) {
         Ok(reader) => reader,
         Err(e) => return Some(format!("not a valid Parquet file ({e})")),

@@ -43,6 +43,10 @@ pub enum DeltError {
         source: Box<DeltError>,
     },
 
+    /// A dependency panicked (for example a decoder on corrupt input); delt caught it.
+    #[error("internal error while running the statement: {0}")]
+    Panic(String),
+
     /// Invalid options or configuration.
     #[error("{0}")]
     Config(String),
@@ -60,8 +64,17 @@ fn clean_datafusion_message(err: &DataFusionError) -> String {
         DataFusionError::Context(_, _) => err.to_string(),
         other => other.to_string(),
     };
-    let text = text.split("\n\nbacktrace").next().unwrap_or_default();
-    text.trim().to_string()
+    let text = text.split("\n\nbacktrace").next().unwrap_or_default().trim();
+    // Object store errors can span lines (an XML body); keep the message on one line.
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.contains("S3 error") {
+        format!(
+            "{text} (check the S3 endpoint, region and credentials: AWS_* environment variables \
+             or OPTIONS ('aws.endpoint' ..., 'aws.access_key_id' ..., 'aws.secret_access_key' ...))"
+        )
+    } else {
+        text
+    }
 }
 
 impl DeltError {

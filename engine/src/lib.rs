@@ -25,6 +25,7 @@ pub mod diagnose;
 pub mod error;
 pub mod fold;
 pub mod functions;
+pub mod jsonl;
 pub mod object_stores;
 pub mod output;
 pub mod params;

@@ -138,7 +138,7 @@ impl CopyTarget {
                 table_options.parquet.global.skip_arrow_metadata = true;
                 Format::Parquet(WriterPropertiesBuilder::try_from(&table_options.parquet)?.build())
             }
-            "json" => {
+            "json" | "jsonl" => {
                 table_options.set_config_format(ConfigFileType::JSON);
                 table_options.alter_with_string_hash_map(&options)?;
                 check_uncompressed(table_options.json.compression)?;
@@ -152,7 +152,7 @@ impl CopyTarget {
             }
             other => {
                 return Err(DeltError::Config(format!(
-                    "COPY to '{other}' files is not supported: use STORED AS PARQUET, JSON or CSV"
+                    "COPY to '{other}' files is not supported: use STORED AS PARQUET, JSONL (or JSON) or CSV"
                 )));
             }
         };

@@ -1,6 +1,8 @@
 //! Running SQL text statement by statement, the way the `delt` command line does.
 
+use std::any::Any;
 use std::io::Write;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +15,7 @@ use datafusion::logical_expr::dml::CopyTo;
 use datafusion::logical_expr::{CreateExternalTable, DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use url::Url;
 
 use crate::diagnose::{self, InputFiles};
@@ -102,7 +104,11 @@ impl Runner {
             .map_err(|e| DeltError::Config(format!("{origin}: SQL syntax error: {}", DeltError::from(e))))?;
         for (index, statement) in statements.into_iter().enumerate() {
             let text = statement.to_string();
-            self.run_statement(statement).await.map_err(|source| DeltError::Statement {
+            let outcome = match AssertUnwindSafe(self.run_statement(statement)).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(payload) => Err(self.explain_panic(&text, payload).await),
+            };
+            outcome.map_err(|source| DeltError::Statement {
                 index: index + 1,
                 origin: origin.to_string(),
                 sql: snippet(&text),
@@ -113,7 +119,10 @@ impl Runner {
     }
 
     async fn run_statement(&mut self, statement: Statement) -> Result<()> {
-        let plan = self.ctx.state().statement_to_plan(statement).await?;
+        let plan = match self.ctx.state().statement_to_plan(statement).await {
+            Ok(plan) => plan,
+            Err(e) => return Err(self.explain_missing_path(e).await),
+        };
         match plan {
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => self.create_external_table(*cmd).await,
             LogicalPlan::Copy(copy) => self.copy(copy).await,
@@ -127,6 +136,13 @@ impl Runner {
 
     async fn create_external_table(&mut self, mut cmd: CreateExternalTable) -> Result<()> {
         let aws = take_aws_options(&mut cmd.options);
+        if cmd.file_type.eq_ignore_ascii_case("jsonl") {
+            // DataFusion reads a folder as `*.<extension of the format>`, which is `.json` for
+            // its JSON reader: name the files of a JSONL folder explicitly.
+            for location in cmd.locations.iter_mut().filter(|l| l.ends_with('/')) {
+                location.push_str("*.jsonl");
+            }
+        }
         let mut inputs = Vec::new();
         for location in &cmd.locations {
             self.register_s3(location, &aws)?;
@@ -225,6 +241,44 @@ impl Runner {
         };
         written?;
         out.flush().map_err(|e| DeltError::io("writing results", e))
+    }
+
+    /// A panic inside a reader usually means a corrupt input file: look for one among the
+    /// paths the statement names.
+    async fn explain_panic(&self, sql: &str, payload: Box<dyn Any + Send>) -> DeltError {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let quoted: Vec<&str> = sql.split('\'').skip(1).step_by(2).collect();
+        let inputs: Vec<InputFiles> = quoted
+            .iter()
+            .flat_map(|location| ["parquet", "jsonl"].map(|format| InputFiles::new(location, format)))
+            .flatten()
+            .collect();
+        diagnose::first_problem(&self.ctx, &inputs, None).await.unwrap_or(DeltError::Panic(message))
+    }
+
+    /// DataFusion reports an unreadable path in `FROM '...'` as a missing table; say why.
+    async fn explain_missing_path(&self, error: DataFusionError) -> DeltError {
+        let message = error.to_string();
+        let path = message
+            .split_once("table '")
+            .and_then(|(_, rest)| rest.split_once("' not found"))
+            .map(|(name, _)| name.trim_start_matches("datafusion.public."));
+        let Some(path) = path.filter(|p| p.contains('/') || p.contains('.')) else {
+            return error.into();
+        };
+        let format = std::path::Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("");
+        let Some(input) = InputFiles::new(path, format) else { return error.into() };
+        match input.list(&self.ctx).await {
+            Err(e) => DeltError::BadInput(format!("cannot read {path}: {}", DeltError::from(e))),
+            Ok(files) if files.is_empty() => {
+                DeltError::BadInput(format!("{path}: no such file or no files in that directory"))
+            }
+            Ok(_) => error.into(),
+        }
     }
 
     /// Registers an S3 store for `location`'s bucket when `aws.*` options are given.

@@ -2,21 +2,23 @@
 
 use std::sync::Arc;
 
+use datafusion::datasource::listing_table_factory::ListingTableFactory;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{DeltError, Result};
+use crate::jsonl::JsonLinesFormatFactory;
 use crate::object_stores::DeltObjectStoreRegistry;
 use crate::planner::DeltQueryPlanner;
 use crate::rewrite::DeltRewrite;
 
 /// Builder of a [`SessionContext`] that runs DELT pipelines.
 ///
-/// Besides registering the functions, it turns off round-robin repartitioning: DELT orderings
-/// break ties by input position, and positions are only meaningful while every partition is a
-/// contiguous run of the input (see [`crate::position`]). Parallelism comes from splitting
+/// Besides registering the functions, it turns off round-robin repartitioning and file work
+/// stealing: DELT orderings break ties by input position, and positions are only meaningful
+/// while every partition is a contiguous run of the input (see [`crate::position`]). Parallelism comes from splitting
 /// files and from running partitions side by side.
 #[derive(Debug, Clone, Default)]
 pub struct DeltSession {
@@ -53,7 +55,9 @@ impl DeltSession {
     pub fn build(&self) -> Result<SessionContext> {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
-            .set_bool("datafusion.optimizer.enable_round_robin_repartition", false);
+            .set_bool("datafusion.optimizer.enable_round_robin_repartition", false)
+            // Work stealing lets a partition read files of another: contiguity is lost.
+            .set_bool("datafusion.execution.enable_file_stream_work_stealing", false);
         if let Some(threads) = self.threads {
             config = config.with_target_partitions(threads);
         }
@@ -66,13 +70,15 @@ impl DeltSession {
             runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
         }
         let runtime = runtime.build_arc().map_err(DeltError::from)?;
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(Arc::new(DeltQueryPlanner))
             .with_analyzer_rule(Arc::new(DeltRewrite))
             .build();
+        state.register_file_format(Arc::new(JsonLinesFormatFactory::default()), false)?;
+        state.table_factories_mut().insert("JSONL".into(), Arc::new(ListingTableFactory::new()));
         // `SELECT * FROM 'path/or/s3/url.parquet'` works without CREATE EXTERNAL TABLE.
         let ctx = SessionContext::new_with_state(state).enable_url_table();
         for function in crate::functions::all() {

@@ -65,6 +65,9 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    // Panics inside dependencies (decoders fed corrupt files) are caught per statement and
+    // reported as one error line; the default hook would print a backtrace first.
+    std::panic::set_hook(Box::new(|_| {}));
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

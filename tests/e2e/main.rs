@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `delt` binary on real Parquet and JSONL files, checked against
+//! reference implementations written here straight from the DELT semantics.
+
+mod common;
+mod errors;
+mod ordering;
+mod output;
+mod s3;
+mod selection;

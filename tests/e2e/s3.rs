@@ -1,0 +1,199 @@
+//! S3 against a real S3-compatible server (moto), started by the test.
+//!
+//! `moto_server` comes from `pip install 'moto[server]'` (`.ci/run` installs it into `.venv`).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::common::*;
+
+/// A moto server on a free local port, stopped on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("DELT_MOTO_SERVER") {
+        return path.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_moto() -> Moto {
+    let port = free_port();
+    let child = Command::new(moto_binary())
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start moto_server ({e}): run .ci/run or pip install 'moto[server]'"));
+    let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    moto
+}
+
+/// Creates a bucket with a plain HTTP PUT (moto needs no signature for that).
+fn create_bucket(endpoint: &str, bucket: &str) {
+    let host = endpoint.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).unwrap();
+    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "create bucket: {response}");
+}
+
+fn delt_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_delt"));
+    command.args(args).arg("--quiet");
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_REGION"] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied()).output().unwrap()
+}
+
+#[test]
+fn fold_a_parquet_dataset_in_a_bucket_and_write_it_back_in_order() {
+    let moto = start_moto();
+    create_bucket(&moto.endpoint, "corpus");
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(12_000, 21, true);
+    write_parquet_files(&dir.path().join("in"), &rows, 3);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT", moto.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    // Upload with credentials from the environment: several input objects.
+    let upload = format!(
+        "COPY (SELECT * FROM '{}') TO 's3://corpus/cc/' STORED AS PARQUET OPTIONS (rows_per_shard 5000)",
+        p(dir.path(), "in/")
+    );
+    let out = delt_env(&["sql", "-c", &upload], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Fold with per-table options only (no AWS_* variables at all).
+    let options = format!(
+        "OPTIONS ('aws.endpoint' '{}', 'aws.access_key_id' 'test', 'aws.secret_access_key' 'test', \
+         'aws.region' 'us-east-1', 'aws.allow_http' 'true')",
+        moto.endpoint
+    );
+    let create = format!("CREATE EXTERNAL TABLE docs STORED AS PARQUET LOCATION 's3://corpus/cc/' {options}");
+    let fold = format!(
+        "COPY (SELECT * FROM docs ORDER BY fold_order(score, 3)) TO 's3://corpus/curated/' STORED AS PARQUET \
+         {}",
+        options.replace("OPTIONS (", "OPTIONS (rows_per_shard 2500, ")
+    );
+    let out = delt_env(&["sql", "-c", &create, "-c", &fold], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Read back with a separate S3 client, shard by shard in name order.
+    let store = AmazonS3Builder::new()
+        .with_bucket_name("corpus")
+        .with_endpoint(&moto.endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let got: Vec<i64> = runtime.block_on(async {
+        let mut listed: Vec<ObjectPath> = store
+            .list(Some(&ObjectPath::from("curated")))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .unwrap();
+        listed.sort();
+        let names: Vec<&str> = listed.iter().filter_map(|p| p.filename()).collect();
+        assert_eq!(names, ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet", "part-00003.parquet", "part-00004.parquet"]);
+        let mut ids = Vec::new();
+        for path in &listed {
+            let bytes = store.get(path).await.unwrap().bytes().await.unwrap();
+            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap() {
+                ids.extend(ids_and_scores(&batch.unwrap()).into_iter().map(|(id, _)| id));
+            }
+        }
+        ids
+    });
+    assert_eq!(got, reference_fold(&rows, 3, "asc"));
+}
+
+#[test]
+fn unreachable_endpoint_fails_fast_with_a_clear_message() {
+    let port = free_port(); // nothing listens there
+    let started = Instant::now();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let out = delt_env(
+        &["sql", "-c", "SELECT count(*) FROM 's3://corpus/cc/'"],
+        &[("AWS_ENDPOINT", &endpoint), ("AWS_ALLOW_HTTP", "true"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(stderr.contains("S3") && stderr.contains("endpoint"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn unauthorized_request_fails_with_a_clear_message() {
+    // A real HTTP server that denies everything, as S3 does for bad credentials.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            let body = "<?xml version=\"1.0\"?><Error><Code>InvalidAccessKeyId</Code>\
+                        <Message>The AWS Access Key Id you provided does not exist.</Message></Error>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let started = Instant::now();
+    let out = delt_env(
+        &["sql", "-c", "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://corpus/cc/'"],
+        &[("AWS_ENDPOINT", &endpoint), ("AWS_ALLOW_HTTP", "true"), ("AWS_ACCESS_KEY_ID", "wrong"), ("AWS_SECRET_ACCESS_KEY", "wrong")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(stderr.contains("403") && stderr.contains("credentials"), "{stderr}");
+}
