@@ -67,7 +67,9 @@ fn clean_datafusion_message(err: &DataFusionError) -> String {
     let text = text.split("\n\nbacktrace").next().unwrap_or_default().trim();
     // Object store errors can span lines (an XML body); keep the message on one line.
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if text.contains("S3 error") {
+    if text.contains("Resources exhausted") {
+        format!("{text} (raise --memory-limit, or leave it unset to use all memory)")
+    } else if text.contains("S3 error") {
         format!(
             "{text} (check the S3 endpoint, region and credentials: AWS_* environment variables \
              or OPTIONS ('aws.endpoint' ..., 'aws.access_key_id' ..., 'aws.secret_access_key' ...))"

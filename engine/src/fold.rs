@@ -26,6 +26,7 @@ use datafusion::physical_expr::{
 };
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
@@ -34,7 +35,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use crate::scored::{self, SCORE_COLUMN};
-use crate::spill::{BufferSet, Replay};
+use crate::spill::BufferSet;
 
 /// How the layers of a fold run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
@@ -149,6 +150,7 @@ pub struct FoldExec {
     mode: FoldMode,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl FoldExec {
@@ -166,7 +168,7 @@ impl FoldExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Self { input, layers, mode, schema, properties }
+        Self { input, layers, mode, schema, properties, metrics: ExecutionPlanMetricsSet::new() }
     }
 
     fn score_index(&self) -> usize {
@@ -217,6 +219,10 @@ impl ExecutionPlan for FoldExec {
         vec![false]
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
@@ -255,18 +261,22 @@ impl ExecutionPlan for FoldExec {
                 Arc::clone(&self.schema),
                 context.runtime_env(),
                 "FoldExec",
+                SpillMetrics::new(&self.metrics, partition),
             ),
         };
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let stream = async_try_stream(move |mut tx| async move {
             while let Some(batch) = sorted.next().await {
                 let first_layer = folder.deal(&batch?)?;
                 if first_layer.num_rows() > 0 {
+                    baseline.record_output(first_layer.num_rows());
                     tx.emit(first_layer).await;
                 }
             }
-            // `folder` (and its memory reservation) lives until the last row is out.
-            for batch in folder.later_layers().into_iter().flatten() {
-                tx.emit(batch?).await;
+            for batch in folder.later_layers() {
+                let batch = batch?;
+                baseline.record_output(batch.num_rows());
+                tx.emit(batch).await;
             }
             Ok(())
         });
@@ -310,12 +320,12 @@ impl Folder {
         Ok(first)
     }
 
-    /// Takes layers 1..L, then the NULL-score rows, for replay in that order.
-    fn later_layers(&mut self) -> Vec<Replay> {
+    /// Layers 1..L, then the NULL-score rows, for replay in that order.
+    fn later_layers(self) -> impl Iterator<Item = Result<RecordBatch>> {
         let zigzag = self.mode == FoldMode::Zigzag;
-        let mut replays: Vec<Replay> =
-            (1..self.layers).map(|layer| self.buffers.replay(layer, zigzag && layer % 2 == 1)).collect();
-        replays.push(self.buffers.replay(0, false));
-        replays
+        let mut replays = self.buffers.into_replays(|layer| zigzag && layer % 2 == 1);
+        // Buffer 0 holds the NULL-score rows: they go last.
+        let nulls = replays.remove(0);
+        replays.into_iter().chain(std::iter::once(nulls)).flatten()
     }
 }

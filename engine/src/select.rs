@@ -26,6 +26,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_st
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
@@ -160,6 +161,7 @@ pub struct SelectExec {
     selection: Selection,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl SelectExec {
@@ -177,7 +179,7 @@ impl SelectExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Self { input, selection, schema, properties }
+        Self { input, selection, schema, properties, metrics: ExecutionPlanMetricsSet::new() }
     }
 }
 
@@ -203,6 +205,10 @@ impl ExecutionPlan for SelectExec {
     // Partitions are contiguous runs of the input: splitting them would lose the order.
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
         vec![false]
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 
     fn apply_expressions(
@@ -254,7 +260,14 @@ impl ExecutionPlan for SelectExec {
         let score = input_schema.fields().len() - 1;
         let out_columns: Vec<usize> = (0..score).collect();
         let mut buffers =
-            BufferSet::new(partitions, Arc::clone(&input_schema), context.runtime_env(), "SelectExec");
+            BufferSet::new(
+            partitions,
+            Arc::clone(&input_schema),
+            context.runtime_env(),
+            "SelectExec",
+            SpillMetrics::new(&self.metrics, partition),
+        );
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let stream = async_try_stream(move |mut tx| async move {
             let _tasks = tasks;
             let mut scores: Vec<f64> = Vec::new();
@@ -267,12 +280,14 @@ impl ExecutionPlan for SelectExec {
                 buffers.push(p, batch)?;
             }
             let mut cut = Cut::find(scores, selection.count(rows));
-            for p in 0..partitions {
-                for batch in buffers.replay(p, false) {
+            // Partitions are contiguous runs of the input: replaying them in turn is input order.
+            for replay in buffers.into_replays(|_| false) {
+                for batch in replay {
                     let batch = batch?;
                     let keep = cut.filter(&float_scores(&batch, score)?);
                     let kept = filter_record_batch(&batch.project(&out_columns)?, &keep)?;
                     if kept.num_rows() > 0 {
+                        baseline.record_output(kept.num_rows());
                         tx.emit(kept).await;
                     }
                 }

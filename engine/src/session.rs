@@ -64,6 +64,12 @@ impl DeltSession {
         if let Some(rows) = self.batch_size {
             config = config.with_batch_size(rows);
         }
+        if let Some(bytes) = self.memory_limit {
+            // Sorts set aside this much for merging spilled runs (10 MB by default), which
+            // would starve everything else under a small limit.
+            let merge = (bytes / 8).min(10 << 20);
+            config = config.set_usize("datafusion.execution.sort_spill_reservation_bytes", merge);
+        }
         let mut runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(DeltObjectStoreRegistry::default()));
         if let Some(bytes) = self.memory_limit {

@@ -9,9 +9,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::{DataFusionError, internal_datafusion_err};
@@ -19,6 +19,7 @@ use datafusion::error::Result;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SpillFile;
+use datafusion::physical_plan::metrics::SpillMetrics;
 
 /// Ordered buffers sharing one memory reservation.
 pub struct BufferSet {
@@ -27,7 +28,7 @@ pub struct BufferSet {
     env: Arc<RuntimeEnv>,
     schema: SchemaRef,
     owner: &'static str,
-    spilled_bytes: usize,
+    metrics: SpillMetrics,
 }
 
 #[derive(Default)]
@@ -37,8 +38,15 @@ struct Buffer {
 }
 
 impl BufferSet {
-    /// `count` empty buffers for batches of `schema`, charged to `owner` in the memory pool.
-    pub fn new(count: usize, schema: SchemaRef, env: Arc<RuntimeEnv>, owner: &'static str) -> Self {
+    /// `count` empty buffers for batches of `schema`, charged to `owner` in the memory pool;
+    /// spills are counted in `metrics`.
+    pub fn new(
+        count: usize,
+        schema: SchemaRef,
+        env: Arc<RuntimeEnv>,
+        owner: &'static str,
+        metrics: SpillMetrics,
+    ) -> Self {
         let reservation = MemoryConsumer::new(owner).with_can_spill(true).register(&env.memory_pool);
         Self {
             buffers: (0..count).map(|_| Buffer::default()).collect(),
@@ -46,7 +54,7 @@ impl BufferSet {
             env,
             schema,
             owner,
-            spilled_bytes: 0,
+            metrics,
         }
     }
 
@@ -55,6 +63,7 @@ impl BufferSet {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let batch = compact(batch)?;
         let size = batch.get_array_memory_size();
         if self.reservation.try_grow(size).is_err() {
             self.spill()?;
@@ -63,11 +72,6 @@ impl BufferSet {
         }
         self.buffers[index].memory.push(batch);
         Ok(())
-    }
-
-    /// Bytes written to spill files so far.
-    pub fn spilled_bytes(&self) -> usize {
-        self.spilled_bytes
     }
 
     fn spill(&mut self) -> Result<()> {
@@ -79,29 +83,39 @@ impl BufferSet {
             let mut writer = StreamWriter::try_new(file.open_writer()?, &self.schema)?;
             for batch in buffer.memory.drain(..) {
                 writer.write(&batch)?;
+                self.metrics.spilled_rows.add(batch.num_rows());
             }
             writer.finish()?;
             writer.into_inner()?.finish()?;
-            self.spilled_bytes += file.size().unwrap_or(0) as usize;
+            self.metrics.spill_file_count.add(1);
+            self.metrics.spilled_bytes.add(file.size().unwrap_or(0) as usize);
             buffer.runs.push(file);
         }
         self.reservation.free();
         Ok(())
     }
 
-    /// Takes buffer `index` out for replay, forwards or reversed row by row.
-    pub fn replay(&mut self, index: usize, reverse: bool) -> Replay {
-        let buffer = std::mem::take(&mut self.buffers[index]);
-        let mut pieces: VecDeque<Piece> = buffer
-            .runs
+    /// Hands every buffer over for replay (buffer `i` reversed row by row when `reverse(i)`)
+    /// and leaves the memory pool: the batches now belong to whoever consumes them, and the
+    /// operators downstream get this set's share of the pool.
+    pub fn into_replays(self, reverse: impl Fn(usize) -> bool) -> Vec<Replay> {
+        self.buffers
             .into_iter()
-            .map(Piece::Run)
-            .chain(buffer.memory.into_iter().map(Piece::Batch))
-            .collect();
-        if reverse {
-            pieces = pieces.into_iter().rev().collect();
-        }
-        Replay { pieces, reverse }
+            .enumerate()
+            .map(|(index, buffer)| {
+                let mut pieces: VecDeque<Piece> = buffer
+                    .runs
+                    .into_iter()
+                    .map(Piece::Run)
+                    .chain(buffer.memory.into_iter().map(Piece::Batch))
+                    .collect();
+                let reverse = reverse(index);
+                if reverse {
+                    pieces = pieces.into_iter().rev().collect();
+                }
+                Replay { pieces, reverse }
+            })
+            .collect()
     }
 }
 
@@ -114,13 +128,6 @@ enum Piece {
 pub struct Replay {
     pieces: VecDeque<Piece>,
     reverse: bool,
-}
-
-impl Replay {
-    /// An empty replay.
-    pub fn empty() -> Self {
-        Self { pieces: VecDeque::new(), reverse: false }
-    }
 }
 
 impl Iterator for Replay {
@@ -154,6 +161,26 @@ fn read_run(file: &dyn SpillFile) -> Result<Vec<RecordBatch>> {
     let path = file.path().ok_or_else(|| internal_datafusion_err!("spill file has no path"))?;
     let reader = StreamReader::try_new(std::io::BufReader::new(std::fs::File::open(path)?), None)?;
     reader.map(|batch| batch.map_err(DataFusionError::from)).collect()
+}
+
+/// `batch` without the unreferenced parts of its string and binary view buffers.
+///
+/// Rows taken out of a sorted batch still point into the whole batch's view buffers; kept as
+/// they are, a buffer of a third of the rows would hold (and spill) all of them.
+fn compact(batch: RecordBatch) -> Result<RecordBatch> {
+    if !batch.columns().iter().any(|c| matches!(c.data_type(), DataType::Utf8View | DataType::BinaryView)) {
+        return Ok(batch);
+    }
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|column| match column.data_type() {
+            DataType::Utf8View => Arc::new(column.as_string_view().gc()) as ArrayRef,
+            DataType::BinaryView => Arc::new(column.as_binary_view().gc()) as ArrayRef,
+            _ => Arc::clone(column),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// The rows of `batch` in reverse order.
