@@ -141,10 +141,11 @@ impl UserDefinedLogicalNodeCore for FoldNode {
     }
 }
 
-/// Physical fold: input sorted by (score, position) in one partition, rows dealt to layers.
+/// Physical fold: input sorted by its order key in one partition, rows dealt to layers.
 #[derive(Debug)]
 pub struct FoldExec {
-    /// A [`PositionExec`](crate::position::PositionExec) over the plan whose last-but-one column is the score.
+    /// An [`OrderKeyExec`](crate::order_key::OrderKeyExec) over the plan whose last-but-one
+    /// column is the score.
     input: Arc<dyn ExecutionPlan>,
     layers: usize,
     mode: FoldMode,
@@ -154,7 +155,8 @@ pub struct FoldExec {
 }
 
 impl FoldExec {
-    /// Folds `input`: a [`PositionExec`](crate::position::PositionExec) over a plan whose last column is the score.
+    /// Folds `input`: an [`OrderKeyExec`](crate::order_key::OrderKeyExec) over a plan whose
+    /// last column is the score.
     pub fn new(input: Arc<dyn ExecutionPlan>, layers: usize, mode: FoldMode) -> Self {
         let in_schema = input.schema();
         let kept = in_schema.fields().len() - 2;
@@ -201,17 +203,11 @@ impl ExecutionPlan for FoldExec {
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
         let schema = self.input.schema();
-        let score = self.score_index();
-        let by = |index: usize, descending: bool| {
-            PhysicalSortRequirement::new(
-                Arc::new(Column::new(schema.field(index).name(), index)),
-                Some(SortOptions { descending, nulls_first: false }),
-            )
-        };
-        let requirement = LexRequirement::new([
-            by(score, self.mode == FoldMode::Descending),
-            by(score + 1, false),
-        ]);
+        let key = schema.fields().len() - 1;
+        let requirement = LexRequirement::new([PhysicalSortRequirement::new(
+            Arc::new(Column::new(schema.field(key).name(), key)),
+            Some(SortOptions { descending: false, nulls_first: false }),
+        )]);
         vec![requirement.map(OrderingRequirements::new)]
     }
 

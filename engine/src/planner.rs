@@ -11,8 +11,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::catalog::Session;
 
-use crate::fold::{FoldExec, FoldNode};
-use crate::position::PositionExec;
+use crate::fold::{FoldExec, FoldMode, FoldNode};
+use crate::order_key::OrderKeyExec;
 use crate::select::{SelectExec, SelectNode};
 
 /// DataFusion's planner, taught [`FoldNode`] and [`SelectNode`].
@@ -50,7 +50,11 @@ impl ExtensionPlanner for DeltExtensionPlanner {
         let input = || Arc::clone(&physical_inputs[0]);
         let any = node.as_any();
         Ok(if let Some(fold) = any.downcast_ref::<FoldNode>() {
-            Some(Arc::new(FoldExec::new(Arc::new(PositionExec::new(input())), fold.layers(), fold.mode())))
+            let input = input();
+            let score = input.schema().fields().len() - 1;
+            let descending = fold.mode() == FoldMode::Descending;
+            let keyed = Arc::new(OrderKeyExec::new(input, score, descending));
+            Some(Arc::new(FoldExec::new(keyed, fold.layers(), fold.mode())))
         } else if let Some(select) = any.downcast_ref::<SelectNode>() {
             Some(Arc::new(SelectExec::new(input(), select.selection())))
         } else {

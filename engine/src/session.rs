@@ -18,7 +18,7 @@ use crate::rewrite::DeltRewrite;
 ///
 /// Besides registering the functions, it turns off round-robin repartitioning and file work
 /// stealing: DELT orderings break ties by input position, and positions are only meaningful
-/// while every partition is a contiguous run of the input (see [`crate::position`]). Parallelism comes from splitting
+/// while every partition is a contiguous run of the input (see [`crate::order_key`]). Parallelism comes from splitting
 /// files and from running partitions side by side.
 #[derive(Debug, Clone, Default)]
 pub struct DeltSession {
