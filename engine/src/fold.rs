@@ -17,10 +17,8 @@ use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{SortOptions, take_record_batch};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchemaRef, plan_err};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
-use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
 use datafusion::physical_expr::{
     EquivalenceProperties, LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortRequirement,
 };
@@ -34,7 +32,6 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::scored::{self, SCORE_COLUMN};
 use crate::spill::BufferSet;
 
 /// How the layers of a fold run.
@@ -68,76 +65,6 @@ impl fmt::Display for FoldMode {
             Self::Descending => "desc",
             Self::Zigzag => "zigzag",
         })
-    }
-}
-
-/// Logical node: its input's rows in folded order. The input's last column is the score.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct FoldNode {
-    input: LogicalPlan,
-    layers: usize,
-    mode: FoldMode,
-    schema: DFSchemaRef,
-}
-
-impl FoldNode {
-    /// Folds `input` by `score` into `layers` layers.
-    pub fn try_new(input: LogicalPlan, score: Expr, layers: usize, mode: FoldMode) -> Result<Self> {
-        if layers == 0 {
-            return plan_err!("fold_order: the layer count L must be at least 1");
-        }
-        let schema = input.schema().clone();
-        let input = scored::append_score(input, score)?;
-        Ok(Self { input, layers, mode, schema })
-    }
-
-    /// Number of layers.
-    pub fn layers(&self) -> usize {
-        self.layers
-    }
-
-    /// Direction of the layers.
-    pub fn mode(&self) -> FoldMode {
-        self.mode
-    }
-}
-
-// The schema follows from the input, so it takes no part in the comparison.
-impl PartialOrd for FoldNode {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        (&self.input, self.layers, self.mode).partial_cmp(&(&other.input, other.layers, other.mode))
-    }
-}
-
-impl UserDefinedLogicalNodeCore for FoldNode {
-    fn name(&self) -> &str {
-        "Fold"
-    }
-
-    fn inputs(&self) -> Vec<&LogicalPlan> {
-        vec![&self.input]
-    }
-
-    fn schema(&self) -> &DFSchemaRef {
-        &self.schema
-    }
-
-    fn expressions(&self) -> Vec<Expr> {
-        vec![]
-    }
-
-    // Filtering after a fold is not filtering before it: keep every predicate above.
-    fn prevent_predicate_push_down_columns(&self) -> std::collections::HashSet<String> {
-        self.schema.columns().into_iter().map(|c| c.name).collect()
-    }
-
-    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "Fold: layers={}, mode={}, score={SCORE_COLUMN}", self.layers, self.mode)
-    }
-
-    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
-        let input = inputs.swap_remove(0);
-        Ok(Self { schema: scored::strip_score(&input)?, input, layers: self.layers, mode: self.mode })
     }
 }
 

@@ -36,9 +36,9 @@ pub mod planner;
 pub mod runner;
 pub mod select;
 pub mod session;
-pub mod scored;
 pub mod shuffle;
 pub mod spill;
+pub mod stage;
 
 pub use error::DeltError;
 pub use runner::Runner;

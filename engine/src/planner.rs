@@ -11,11 +11,12 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::catalog::Session;
 
-use crate::fold::{FoldExec, FoldMode, FoldNode};
+use crate::fold::{FoldExec, FoldMode};
 use crate::order_key::OrderKeyExec;
-use crate::select::{SelectExec, SelectNode};
+use crate::select::SelectExec;
+use crate::stage::{Stage, StageNode};
 
-/// DataFusion's planner, taught [`FoldNode`] and [`SelectNode`].
+/// DataFusion's planner, taught the DELT [`StageNode`].
 #[derive(Debug, Default)]
 pub struct DeltQueryPlanner;
 
@@ -32,7 +33,7 @@ impl QueryPlanner for DeltQueryPlanner {
     }
 }
 
-/// Maps each DELT logical node to its execution plan.
+/// Maps each stage to its execution plan.
 #[derive(Debug)]
 struct DeltExtensionPlanner;
 
@@ -47,18 +48,17 @@ impl ExtensionPlanner for DeltExtensionPlanner {
         _session: &dyn Session,
         _planning_ctx: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let input = || Arc::clone(&physical_inputs[0]);
-        let any = node.as_any();
-        Ok(if let Some(fold) = any.downcast_ref::<FoldNode>() {
-            let input = input();
-            let score = input.schema().fields().len() - 1;
-            let descending = fold.mode() == FoldMode::Descending;
-            let keyed = Arc::new(OrderKeyExec::new(input, score, descending));
-            Some(Arc::new(FoldExec::new(keyed, fold.layers(), fold.mode())))
-        } else if let Some(select) = any.downcast_ref::<SelectNode>() {
-            Some(Arc::new(SelectExec::new(input(), select.selection())))
-        } else {
-            None
-        })
+        let Some(node) = node.as_any().downcast_ref::<StageNode>() else {
+            return Ok(None);
+        };
+        let input = Arc::clone(&physical_inputs[0]);
+        Ok(Some(match node.stage() {
+            Stage::Fold { layers, mode } => {
+                let score = input.schema().fields().len() - 1;
+                let keyed = Arc::new(OrderKeyExec::new(input, score, mode == FoldMode::Descending));
+                Arc::new(FoldExec::new(keyed, layers, mode))
+            }
+            Stage::Select(selection) => Arc::new(SelectExec::new(input, selection)),
+        }))
     }
 }

@@ -1,8 +1,8 @@
 //! Turns uses of the DELT functions into plan nodes, before DataFusion optimises the plan.
 //!
-//! * `Sort` whose only key is `fold_order(score, L [, mode])` becomes a [`FoldNode`];
+//! * `Sort` whose only key is `fold_order(score, L [, mode])` becomes a fold [`StageNode`];
 //! * `Sort` whose only key is `shuffle_order(seed)` becomes a sort on a seeded row hash;
-//! * `Filter` with a `top_k(score, k)` or `top_r(score, r)` conjunct becomes a [`SelectNode`]
+//! * `Filter` with a `top_k(score, k)` or `top_r(score, r)` conjunct becomes a selection [`StageNode`]
 //!   over a filter of the other conjuncts (they apply first, so N counts the rows that pass them).
 //!
 //! Every misuse is a planning error that says what to write instead.
@@ -22,10 +22,11 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 
-use crate::fold::{FoldMode, FoldNode};
+use crate::fold::FoldMode;
 use crate::functions::{FOLD_ORDER, SHUFFLE_ORDER, TOP_K, TOP_R};
-use crate::select::{SelectNode, Selection};
+use crate::select::Selection;
 use crate::shuffle::ShuffleKey;
+use crate::stage::{Stage, StageNode};
 
 /// The analyzer rule that plans the DELT functions.
 #[derive(Debug, Default)]
@@ -116,7 +117,7 @@ fn plan_fold(input: LogicalPlan, args: &[Expr]) -> Result<LogicalPlan> {
             return plan_err!("fold_order: the mode must be a string literal ('asc', 'desc' or 'zigzag'), got {other}");
         }
     };
-    Ok(extension(FoldNode::try_new(input, score.clone(), layers, mode)?))
+    Ok(extension(StageNode::try_new(input, score.clone(), Stage::Fold { layers, mode })?))
 }
 
 fn plan_shuffle(input: LogicalPlan, args: &[Expr]) -> Result<LogicalPlan> {
@@ -178,7 +179,7 @@ fn rewrite_filter(filter: Filter) -> Result<Transformed<LogicalPlan>> {
         Some(predicate) => LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(input))?),
         None => input,
     };
-    Ok(Transformed::yes(extension(SelectNode::try_new(input, score.clone(), selection)?)))
+    Ok(Transformed::yes(extension(StageNode::try_new(input, score.clone(), Stage::Select(selection))?)))
 }
 
 fn extension(node: impl UserDefinedLogicalNode + 'static) -> LogicalPlan {

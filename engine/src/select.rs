@@ -19,11 +19,10 @@ use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchemaRef, internal_err};
+use datafusion::common::internal_err;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
-use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
@@ -35,7 +34,6 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::scored::{self, SCORE_COLUMN};
 use crate::spill::BufferSet;
 
 /// How many rows a selection keeps.
@@ -89,68 +87,6 @@ impl Selection {
             Self::TopK(k) => (0, *k),
             Self::TopR(r) => (1, r.to_bits()),
         }
-    }
-}
-
-/// Logical node: the selected rows of its input, in input order. The input's last column is
-/// the score.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SelectNode {
-    input: LogicalPlan,
-    selection: Selection,
-    schema: DFSchemaRef,
-}
-
-impl SelectNode {
-    /// Selects from `input` by `score`.
-    pub fn try_new(input: LogicalPlan, score: Expr, selection: Selection) -> Result<Self> {
-        let schema = input.schema().clone();
-        let input = scored::append_score(input, score)?;
-        Ok(Self { input, selection, schema })
-    }
-
-    /// What the node keeps.
-    pub fn selection(&self) -> Selection {
-        self.selection
-    }
-}
-
-// The schema follows from the input, so it takes no part in the comparison.
-impl PartialOrd for SelectNode {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        (&self.input, self.selection).partial_cmp(&(&other.input, other.selection))
-    }
-}
-
-impl UserDefinedLogicalNodeCore for SelectNode {
-    fn name(&self) -> &str {
-        "Select"
-    }
-
-    fn inputs(&self) -> Vec<&LogicalPlan> {
-        vec![&self.input]
-    }
-
-    fn schema(&self) -> &DFSchemaRef {
-        &self.schema
-    }
-
-    fn expressions(&self) -> Vec<Expr> {
-        vec![]
-    }
-
-    // N counts the rows that reach the selection: later filters must stay above it.
-    fn prevent_predicate_push_down_columns(&self) -> std::collections::HashSet<String> {
-        self.schema.columns().into_iter().map(|c| c.name).collect()
-    }
-
-    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "Select: {}, score={SCORE_COLUMN}", self.selection)
-    }
-
-    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
-        let input = inputs.swap_remove(0);
-        Ok(Self { schema: scored::strip_score(&input)?, input, selection: self.selection })
     }
 }
 
