@@ -32,6 +32,10 @@ pub enum DeltError {
     #[error("{}", clean_datafusion_message(.0))]
     DataFusion(#[from] DataFusionError),
 
+    /// A scorer plugin could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin_host::PluginError),
+
     /// The diagnosis of a failed scan: which input file is bad and where.
     #[error("{0}")]
     BadInput(String),

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod create_function;
 pub mod diagnose;
 pub mod error;
 pub mod fold;
@@ -33,6 +34,7 @@ pub mod params;
 pub mod progress;
 pub mod rewrite;
 pub mod planner;
+pub mod plugin_host;
 pub mod runner;
 pub mod select;
 pub mod session;

@@ -1,5 +1,6 @@
 //! Building a DataFusion session with the DELT functions and planners registered.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::datasource::listing_table_factory::ListingTableFactory;
@@ -8,10 +9,12 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::create_function::DeltFunctionFactory;
 use crate::error::{DeltError, Result};
 use crate::jsonl::JsonLinesFormatFactory;
 use crate::object_stores::DeltObjectStoreRegistry;
 use crate::planner::DeltQueryPlanner;
+use crate::plugin_host::{FunctionSettings, PluginFunction, PluginRegistry};
 use crate::rewrite::DeltRewrite;
 
 /// Builder of a [`SessionContext`] that runs DELT pipelines.
@@ -25,6 +28,7 @@ pub struct DeltSession {
     memory_limit: Option<usize>,
     threads: Option<usize>,
     batch_size: Option<usize>,
+    plugins: Vec<PathBuf>,
 }
 
 impl DeltSession {
@@ -48,6 +52,13 @@ impl DeltSession {
     /// Rows per record batch.
     pub fn with_batch_size(mut self, rows: usize) -> Self {
         self.batch_size = Some(rows.max(1));
+        self
+    }
+
+    /// Loads the scorer plugin library at `path` and registers all its functions under their
+    /// own names, with default options (`CREATE FUNCTION` gives other names and options).
+    pub fn with_plugin(mut self, path: impl Into<PathBuf>) -> Self {
+        self.plugins.push(path.into());
         self
     }
 
@@ -76,12 +87,14 @@ impl DeltSession {
             runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
         }
         let runtime = runtime.build_arc().map_err(DeltError::from)?;
+        let plugins = Arc::new(PluginRegistry::default());
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(Arc::new(DeltQueryPlanner))
             .with_analyzer_rule(Arc::new(DeltRewrite))
+            .with_function_factory(Some(Arc::new(DeltFunctionFactory::new(Arc::clone(&plugins)))))
             .build();
         state.register_file_format(Arc::new(JsonLinesFormatFactory::default()), false)?;
         state.table_factories_mut().insert("JSONL".into(), Arc::new(ListingTableFactory::new()));
@@ -89,6 +102,14 @@ impl DeltSession {
         let ctx = SessionContext::new_with_state(state).enable_url_table();
         for function in crate::functions::all() {
             ctx.register_udf(Arc::unwrap_or_clone(function));
+        }
+        for path in &self.plugins {
+            let library = plugins.load(path)?;
+            for spec in &library.manifest().functions {
+                let function =
+                    PluginFunction::try_new(&spec.name, Arc::clone(&library), &spec.name, FunctionSettings::default())?;
+                ctx.register_udf(function.into_udf());
+            }
         }
         Ok(ctx)
     }

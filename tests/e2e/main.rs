@@ -5,5 +5,6 @@ mod common;
 mod errors;
 mod ordering;
 mod output;
+mod plugins;
 mod s3;
 mod selection;

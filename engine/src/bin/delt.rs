@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+use delt::plugin_host::{PluginLibrary, libraries_in};
 use delt::runner::ResultFormat;
 use delt::session::parse_size;
 use delt::{DeltSession, Runner};
@@ -20,6 +23,26 @@ struct Cli {
 enum Command {
     /// Run SQL statements from files (-f) and the command line (-c), in the order given.
     Sql(SqlArgs),
+    /// Show what scorer plugin libraries provide.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginsCommand {
+    /// List the functions of the libraries in DELT_PLUGIN_PATH and given with --plugin.
+    List {
+        /// A plugin library (repeatable).
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
+    },
+    /// Print everything one library declares: functions, types, options.
+    Inspect {
+        /// The plugin library.
+        library: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -52,6 +75,11 @@ struct SqlArgs {
     #[arg(long, value_name = "ROWS")]
     batch_size: Option<usize>,
 
+    /// Load a scorer plugin library and register its functions (repeatable); libraries in
+    /// the directories of DELT_PLUGIN_PATH are loaded too.
+    #[arg(long = "plugin", value_name = "PATH")]
+    plugins: Vec<PathBuf>,
+
     /// No progress line or summaries on stderr.
     #[arg(short, long)]
     quiet: bool,
@@ -73,9 +101,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let Command::Sql(args) = cli.command;
-    let sql_matches = matches.subcommand_matches("sql").expect("sql is the only command");
-    match run_sql(args, sql_matches) {
+    let outcome = match cli.command {
+        Command::Sql(args) => run_sql(args, matches.subcommand_matches("sql").expect("sql command")),
+        Command::Plugins { command: PluginsCommand::List { plugins } } => list_plugins(&plugins),
+        Command::Plugins { command: PluginsCommand::Inspect { library } } => inspect_plugin(&library),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Every delt error carries its causes in its own message.
@@ -113,6 +144,9 @@ fn run_sql(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
     if let Some(rows) = args.batch_size {
         session = session.with_batch_size(rows);
     }
+    for plugin in plugin_paths(&args.plugins) {
+        session = session.with_plugin(plugin);
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
         runtime.worker_threads(threads.max(1));
@@ -139,4 +173,48 @@ fn run_sql(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; unfinished output was not published"),
         }
     })
+}
+
+/// Libraries from DELT_PLUGIN_PATH, then the ones given explicitly.
+fn plugin_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
+    let mut paths = std::env::var("DELT_PLUGIN_PATH").map(|list| libraries_in(&list)).unwrap_or_default();
+    paths.extend(explicit.iter().cloned());
+    paths
+}
+
+fn list_plugins(explicit: &[PathBuf]) -> anyhow::Result<()> {
+    let paths = plugin_paths(explicit);
+    anyhow::ensure!(!paths.is_empty(), "no plugins: pass --plugin PATH or set DELT_PLUGIN_PATH");
+    for path in paths {
+        let library = PluginLibrary::load(&path)?;
+        let manifest = library.manifest();
+        println!("{} ({} {})", path.display(), manifest.name, manifest.version);
+        for function in &manifest.functions {
+            println!("  {}  {}", signature(function), function.doc);
+        }
+    }
+    Ok(())
+}
+
+fn inspect_plugin(path: &std::path::Path) -> anyhow::Result<()> {
+    let library = PluginLibrary::load(path)?;
+    let manifest = library.manifest();
+    println!("library:  {}", path.display());
+    println!("plugin:   {} {}", manifest.name, manifest.version);
+    println!("abi:      {}", delt_plugin::ABI_VERSION);
+    for function in &manifest.functions {
+        println!("\n{}\n  {}", signature(function), function.doc);
+        if function.options.is_empty() {
+            println!("  options: none");
+        }
+        for (name, doc) in &function.options {
+            println!("  option {name}: {doc}");
+        }
+    }
+    Ok(())
+}
+
+fn signature(function: &delt_plugin::FunctionSpec) -> String {
+    let args: Vec<String> = function.args.iter().map(|a| a.data_type().to_string()).collect();
+    format!("{}({}) -> {}", function.name, args.join(", "), function.returns.data_type())
 }

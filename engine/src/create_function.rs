@@ -1,0 +1,158 @@
+//! `CREATE FUNCTION ... LANGUAGE delt AS 'library#function?option=value&...'`.
+//!
+//! DataFusion parses `CREATE FUNCTION` and hands it to a [`FunctionFactory`]; it keeps no
+//! `OPTIONS` clause, so the function body carries everything, URL style:
+//!
+//! ```sql
+//! CREATE FUNCTION quality(text VARCHAR) RETURNS DOUBLE LANGUAGE delt
+//! AS 'plugins/libtext_quality.so#text_quality?min_words=50&batch_size=4096';
+//! ```
+//!
+//! * the library path (relative to the working directory);
+//! * `#function`: the plugin function (default: the SQL name, or the library's only function);
+//! * `?name=value&...`: `batch_size` (rows per call) and `concurrency` (instances scoring at
+//!   once) are delt's; every other option goes to the plugin, as a number or boolean when it
+//!   reads as one, else as a string.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::{FunctionFactory, RegisterFunction};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{CreateFunction, Expr};
+use delt_plugin::Options;
+
+use crate::plugin_host::{FunctionSettings, PluginFunction, PluginRegistry};
+
+/// Creates plugin functions from `CREATE FUNCTION ... LANGUAGE delt`.
+#[derive(Debug)]
+pub struct DeltFunctionFactory {
+    registry: Arc<PluginRegistry>,
+}
+
+impl DeltFunctionFactory {
+    /// A factory loading libraries through `registry`.
+    pub fn new(registry: Arc<PluginRegistry>) -> Self {
+        Self { registry }
+    }
+}
+
+/// A parsed function body.
+#[derive(Debug, PartialEq)]
+pub struct FunctionBody {
+    /// Library path.
+    pub library: String,
+    /// Plugin function, if named.
+    pub function: Option<String>,
+    /// Host settings and plugin options.
+    pub settings: FunctionSettings,
+}
+
+/// Parses `library#function?name=value&...`.
+pub fn parse_body(body: &str) -> Result<FunctionBody> {
+    let (rest, query) = body.split_once('?').unwrap_or((body, ""));
+    let (library, function) = match rest.split_once('#') {
+        Some((library, function)) => (library, Some(function.to_string())),
+        None => (rest, None),
+    };
+    if library.is_empty() {
+        return plan_err!("CREATE FUNCTION ... AS '{body}': the library path is missing");
+    }
+    let mut settings = FunctionSettings::default();
+    let mut options = Options::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let Some((name, value)) = pair.split_once('=') else {
+            return plan_err!("CREATE FUNCTION option '{pair}' has no value: write name=value");
+        };
+        let count = || {
+            value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                DataFusionError::Plan(format!("CREATE FUNCTION option {name} must be a positive integer, got '{value}'"))
+            })
+        };
+        match name {
+            "batch_size" => settings.batch_size = count()?,
+            "concurrency" => settings.concurrency = count()?,
+            _ => {
+                let parsed = serde_json::from_str::<serde_json::Value>(value)
+                    .ok()
+                    .filter(|v| v.is_number() || v.is_boolean())
+                    .unwrap_or_else(|| serde_json::Value::String(value.to_string()));
+                options.insert(name.to_string(), parsed);
+            }
+        }
+    }
+    settings.options = options;
+    Ok(FunctionBody { library: library.to_string(), function, settings })
+}
+
+#[async_trait]
+impl FunctionFactory for DeltFunctionFactory {
+    async fn create(&self, _state: &SessionState, statement: CreateFunction) -> Result<RegisterFunction> {
+        let language = statement.params.language.as_ref().map(|l| l.value.to_ascii_lowercase());
+        if language.as_deref() != Some("delt") {
+            return plan_err!("CREATE FUNCTION {}: use LANGUAGE delt (a scorer plugin)", statement.name);
+        }
+        let body = match &statement.params.function_body {
+            Some(Expr::Literal(ScalarValue::Utf8(Some(body)), _)) => body.clone(),
+            _ => return plan_err!("CREATE FUNCTION {}: AS 'path/to/library.so#function?option=value' expected", statement.name),
+        };
+        let body = parse_body(&body)?;
+        let library = self
+            .registry
+            .load(Path::new(&body.library))
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let function = match body.function {
+            Some(function) => function,
+            None if library.manifest().find(&statement.name).is_some() => statement.name.clone(),
+            None if library.manifest().functions.len() == 1 => library.manifest().functions[0].name.clone(),
+            None => {
+                return plan_err!(
+                    "CREATE FUNCTION {}: {} has several functions; name one with '#function'",
+                    statement.name,
+                    body.library
+                );
+            }
+        };
+        let spec = library.function(&function).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        if let Some(args) = &statement.args
+            && args.len() != spec.args.len()
+        {
+            return plan_err!("CREATE FUNCTION {}: {function} takes {} argument(s), not {}", statement.name, spec.args.len(), args.len());
+        }
+        if let Some(returns) = &statement.return_type
+            && *returns != spec.returns.data_type()
+        {
+            return plan_err!(
+                "CREATE FUNCTION {}: {function} returns {}, not {returns}",
+                statement.name,
+                spec.returns.data_type()
+            );
+        }
+        let udf = PluginFunction::try_new(&statement.name, library, &function, body.settings)?.into_udf();
+        Ok(RegisterFunction::Scalar(Arc::new(udf)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bodies() {
+        let body = parse_body("lib/x.so#quality?min_words=5&lang=en&strict=true&batch_size=64").unwrap();
+        assert_eq!(body.library, "lib/x.so");
+        assert_eq!(body.function.as_deref(), Some("quality"));
+        assert_eq!(body.settings.batch_size, 64);
+        assert_eq!(body.settings.options["min_words"], serde_json::json!(5));
+        assert_eq!(body.settings.options["lang"], serde_json::json!("en"));
+        assert_eq!(body.settings.options["strict"], serde_json::json!(true));
+        assert!(!body.settings.options.contains_key("batch_size"));
+        assert_eq!(parse_body("x.so").unwrap().function, None);
+        assert!(parse_body("x.so?batch_size=0").is_err());
+        assert!(parse_body("x.so?novalue").is_err());
+        assert!(parse_body("#f").is_err());
+    }
+}
