@@ -4,8 +4,8 @@
 //! `sorted[0::L] ++ sorted[1::L] ++ ... ++ sorted[L-1::L]`: L passes over the score range.
 //! [`FoldExec`] asks DataFusion for its input sorted by `(score, position)` (one parallel,
 //! spilling sort) and deals row `i` of that stream to layer `i % L`. Layer 0 streams straight
-//! out; the others wait in a [`BufferSet`](crate::spill::BufferSet), which spills to disk under
-//! memory pressure, and follow in order.
+//! out; the sorted batches wait in a [`BufferSet`](crate::spill::BufferSet), which spills to
+//! disk under memory pressure, and the other layers are picked out of them in order.
 //!
 //! Rows whose score is NULL are not folded: they come after all layers, in input order.
 
@@ -13,9 +13,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{SortOptions, take_record_batch};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Decimal128Type, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
@@ -32,7 +32,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::spill::BufferSet;
+use crate::spill::{BufferSet, FrozenBuffers};
 
 /// How the layers of a fold run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
@@ -71,8 +71,7 @@ impl fmt::Display for FoldMode {
 /// Physical fold: input sorted by its order key in one partition, rows dealt to layers.
 #[derive(Debug)]
 pub struct FoldExec {
-    /// An [`OrderKeyExec`](crate::order_key::OrderKeyExec) over the plan whose last-but-one
-    /// column is the score.
+    /// An [`OrderKeyExec`](crate::order_key::OrderKeyExec): the rows and their key, last.
     input: Arc<dyn ExecutionPlan>,
     layers: usize,
     mode: FoldMode,
@@ -82,11 +81,10 @@ pub struct FoldExec {
 }
 
 impl FoldExec {
-    /// Folds `input`: an [`OrderKeyExec`](crate::order_key::OrderKeyExec) over a plan whose
-    /// last column is the score.
+    /// Folds `input`: an [`OrderKeyExec`](crate::order_key::OrderKeyExec), rows and key.
     pub fn new(input: Arc<dyn ExecutionPlan>, layers: usize, mode: FoldMode) -> Self {
         let in_schema = input.schema();
-        let kept = in_schema.fields().len() - 2;
+        let kept = in_schema.fields().len() - 1;
         let schema = Arc::new(Schema::new_with_metadata(
             in_schema.fields()[..kept].to_vec(),
             in_schema.metadata().clone(),
@@ -100,8 +98,8 @@ impl FoldExec {
         Self { input, layers, mode, schema, properties, metrics: ExecutionPlanMetricsSet::new() }
     }
 
-    fn score_index(&self) -> usize {
-        self.input.schema().fields().len() - 2
+    fn key_index(&self) -> usize {
+        self.input.schema().fields().len() - 1
     }
 }
 
@@ -130,7 +128,7 @@ impl ExecutionPlan for FoldExec {
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
         let schema = self.input.schema();
-        let key = schema.fields().len() - 1;
+        let key = self.key_index();
         let requirement = LexRequirement::new([PhysicalSortRequirement::new(
             Arc::new(Column::new(schema.field(key).name(), key)),
             Some(SortOptions { descending: false, nulls_first: false }),
@@ -176,11 +174,12 @@ impl ExecutionPlan for FoldExec {
         let mut folder = Folder {
             layers: self.layers,
             mode: self.mode,
-            score: self.score_index(),
-            dealt: 0,
-            // Buffers 1..L hold the later layers; buffer 0 holds the NULL-score rows.
-            buffers: BufferSet::new(
-                self.layers,
+            key: self.key_index(),
+            rows: 0,
+            scored: 0,
+            held: Vec::new(),
+            buffer: BufferSet::new(
+                1,
                 Arc::clone(&self.schema),
                 context.runtime_env(),
                 "FoldExec",
@@ -190,16 +189,21 @@ impl ExecutionPlan for FoldExec {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let stream = async_try_stream(move |mut tx| async move {
             while let Some(batch) = sorted.next().await {
-                let first_layer = folder.deal(&batch?)?;
+                let first_layer = folder.hold(batch?)?;
                 if first_layer.num_rows() > 0 {
                     baseline.record_output(first_layer.num_rows());
                     tx.emit(first_layer).await;
                 }
             }
-            for batch in folder.later_layers() {
-                let batch = batch?;
-                baseline.record_output(batch.num_rows());
-                tx.emit(batch).await;
+            let (layers, held) = folder.finish();
+            for layer in layers {
+                for batch in layer.rows(&held) {
+                    let batch = batch?;
+                    if batch.num_rows() > 0 {
+                        baseline.record_output(batch.num_rows());
+                        tx.emit(batch).await;
+                    }
+                }
             }
             Ok(())
         });
@@ -208,47 +212,109 @@ impl ExecutionPlan for FoldExec {
 }
 
 /// The streaming half of a fold.
+///
+/// Sorted batches are held whole (in a spilling buffer). Row `i` of the sorted rows with a
+/// score belongs to layer `i % L`: layer 0 is picked out of each batch as it arrives, the other
+/// layers are picked out of the held batches once the stream ends, one pass over them per
+/// layer. Taking rows out of a batch copies only fixed-size values and string views, never the
+/// strings, so folding costs little more than the sort it follows. Rows without a score sort
+/// last; they follow the layers in input order.
 struct Folder {
     layers: usize,
     mode: FoldMode,
-    score: usize,
-    /// Rows with a score dealt so far: the next one goes to layer `dealt % layers`.
-    dealt: usize,
-    buffers: BufferSet,
+    key: usize,
+    /// Rows seen so far, and how many of them have a score.
+    rows: usize,
+    scored: usize,
+    /// For each held batch, in order: the sorted index of its first row and how many of its
+    /// rows have a score (they come first).
+    held: Vec<(usize, usize)>,
+    buffer: BufferSet,
 }
 
 impl Folder {
-    /// Deals one sorted batch; returns its layer-0 rows, buffers the rest.
-    fn deal(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let scores = batch.column(self.score);
-        let mut picks: Vec<Vec<u32>> = vec![Vec::new(); self.layers + 1];
-        for row in 0..batch.num_rows() {
-            if scores.is_null(row) {
-                picks[self.layers].push(row as u32);
-            } else {
-                picks[self.dealt % self.layers].push(row as u32);
-                self.dealt += 1;
-            }
+    /// Holds one sorted batch; returns its layer-0 rows.
+    fn hold(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+        // Sorted keys: the rows with a score (negative keys) come first.
+        let keys = batch.column(self.key).as_primitive::<Decimal128Type>().values();
+        let with_score = keys.partition_point(|k| *k < 0);
+        let rows = batch.project(&(0..self.key).collect::<Vec<_>>())?;
+        let first = self.scored;
+        self.scored += with_score;
+        self.rows += rows.num_rows();
+        let layer0 = take_record_batch(&rows, &layer_rows(first, with_score, 0, self.layers, false))?;
+        if rows.num_rows() > 0 {
+            self.held.push((first, with_score));
+            self.buffer.push(0, rows)?;
         }
-        let rows = batch.project(&(0..self.score).collect::<Vec<_>>())?;
-        let take = |indices: Vec<u32>| take_record_batch(&rows, &UInt32Array::from(indices));
-        let mut picks = picks.into_iter();
-        let first = take(picks.next().unwrap_or_default())?;
-        for (layer, indices) in picks.enumerate().map(|(i, p)| (i + 1, p)) {
-            if !indices.is_empty() {
-                // The NULL-score rows (index `layers`) live in buffer 0.
-                self.buffers.push(layer % self.layers, take(indices)?)?;
-            }
-        }
-        Ok(first)
+        Ok(layer0)
     }
 
-    /// Layers 1..L, then the NULL-score rows, for replay in that order.
-    fn later_layers(self) -> impl Iterator<Item = Result<RecordBatch>> {
+    /// What comes after layer 0: the later layers, then the rows without a score.
+    fn finish(self) -> (Vec<Pass>, HeldRows) {
         let zigzag = self.mode == FoldMode::Zigzag;
-        let mut replays = self.buffers.into_replays(|layer| zigzag && layer % 2 == 1);
-        // Buffer 0 holds the NULL-score rows: they go last.
-        let nulls = replays.remove(0);
-        replays.into_iter().chain(std::iter::once(nulls)).flatten()
+        let mut passes: Vec<Pass> =
+            (1..self.layers).map(|layer| Pass::Layer { layer, backwards: zigzag && layer % 2 == 1 }).collect();
+        if self.rows > self.scored {
+            passes.push(Pass::Unscored);
+        }
+        let held = HeldRows { layers: self.layers, batches: self.held, buffer: self.buffer.freeze() };
+        (passes, held)
+    }
+}
+
+/// The batches held by a fold, with their positions in the sorted order.
+struct HeldRows {
+    layers: usize,
+    batches: Vec<(usize, usize)>,
+    buffer: FrozenBuffers,
+}
+
+/// One pass over the held batches.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    /// The rows of one layer, high to low score when `backwards` (zigzag).
+    Layer { layer: usize, backwards: bool },
+    /// The rows without a score, in input order.
+    Unscored,
+}
+
+impl Pass {
+    /// The rows of this pass, batch by batch.
+    fn rows<'a>(self, held: &'a HeldRows) -> impl Iterator<Item = Result<RecordBatch>> + Send + 'a {
+        let backwards = matches!(self, Self::Layer { backwards: true, .. });
+        let positions: Box<dyn Iterator<Item = &(usize, usize)> + Send> =
+            if backwards { Box::new(held.batches.iter().rev()) } else { Box::new(held.batches.iter()) };
+        held.buffer.replay(0, backwards).zip(positions).map(move |(batch, &(first, scored))| {
+            let batch = batch?;
+            let indices = match self {
+                Self::Layer { layer, backwards } => layer_rows(first, scored, layer, held.layers, backwards),
+                Self::Unscored => UInt32Array::from_iter_values(scored as u32..batch.num_rows() as u32),
+            };
+            Ok(take_record_batch(&batch, &indices)?)
+        })
+    }
+}
+
+/// Indices, within a batch whose first row has sorted index `first` and whose first `scored`
+/// rows have a score, of the rows of `layer` (descending when `backwards`).
+fn layer_rows(first: usize, scored: usize, layer: usize, layers: usize, backwards: bool) -> UInt32Array {
+    let start = (layer + layers - first % layers) % layers;
+    let rows = (start..scored).step_by(layers).map(|r| r as u32);
+    if backwards { UInt32Array::from_iter_values(rows.rev()) } else { UInt32Array::from_iter_values(rows) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layer_rows;
+
+    #[test]
+    fn layer_rows_continue_across_batches() {
+        let rows = |first, scored, layer, back| layer_rows(first, scored, layer, 3, back).values().to_vec();
+        assert_eq!(rows(0, 7, 0, false), [0, 3, 6]);
+        assert_eq!(rows(7, 5, 0, false), [2]); // sorted index 9
+        assert_eq!(rows(7, 5, 1, false), [0, 3]); // 7 and 10
+        assert_eq!(rows(7, 5, 1, true), [3, 0]);
+        assert_eq!(rows(7, 2, 2, false), [1]); // 8; rows 2.. have no score
     }
 }

@@ -37,7 +37,8 @@ pub const KEY_COLUMN: &str = "__delt_key";
 /// Rows per partition that a position can address (2^40, about 10^12); 2^23 partitions.
 const ROW_BITS: u32 = 40;
 
-/// Appends [`KEY_COLUMN`] to every batch: the order of the row by (score, input position).
+/// Replaces the score column by [`KEY_COLUMN`], appended last: the order of the row by
+/// (score, input position). A key is negative exactly when the row has a score.
 #[derive(Debug)]
 pub struct OrderKeyExec {
     input: Arc<dyn ExecutionPlan>,
@@ -51,6 +52,7 @@ impl OrderKeyExec {
     /// Keys the rows of `input` by its column `score`, high scores first when `descending`.
     pub fn new(input: Arc<dyn ExecutionPlan>, score: usize, descending: bool) -> Self {
         let mut fields = input.schema().fields().to_vec();
+        fields.remove(score);
         fields.push(Arc::new(Field::new(KEY_COLUMN, DataType::Decimal128(38, 0), false)));
         let schema = Arc::new(Schema::new_with_metadata(fields, input.schema().metadata().clone()));
         let properties = Arc::new(PlanProperties::new(
@@ -75,7 +77,7 @@ pub fn order_key(score: Option<f64>, descending: bool, position: u64) -> i128 {
         }
         None => (1 << 127) | u128::from(position),
     };
-    // Unsigned to signed, keeping the order.
+    // Unsigned to signed, keeping the order: keys with a score are the negative ones.
     (key ^ (1 << 127)) as i128
 }
 
@@ -98,8 +100,10 @@ impl ExecutionPlan for OrderKeyExec {
         vec![&self.input]
     }
 
+    // It does keep row order, but its output columns differ from its input's: saying so
+    // would let the optimizer push a sort on the key down to the input's column at that index.
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
+        vec![false]
     }
 
     // Positions record the input's partition layout: splitting it further would scramble them.
@@ -143,6 +147,7 @@ impl ExecutionPlan for OrderKeyExec {
                 order_key(scores.is_valid(i).then(|| scores.value(i)), descending, start + i as u64)
             }));
             let mut columns = batch.columns().to_vec();
+            columns.remove(score);
             columns.push(Arc::new(keys.with_precision_and_scale(38, 0)?));
             Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
         });
@@ -177,6 +182,7 @@ mod tests {
                 .max(order_key(Some(f64::NEG_INFINITY), descending, max_position));
             assert!(last_score < order_key(None, descending, 0), "NULLs after every score");
             assert!(order_key(None, descending, 3) < order_key(None, descending, 4));
+            assert!(order_key(Some(f64::NAN), descending, max_position) < 0 && order_key(None, descending, 0) >= 0);
         }
     }
 }

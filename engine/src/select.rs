@@ -210,6 +210,9 @@ impl ExecutionPlan for SelectExec {
             let mut rows = 0usize;
             while let Some((p, batch)) = receiver.recv().await {
                 let batch = batch?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
                 rows += batch.num_rows();
                 let batch_scores = float_scores(&batch, score)?;
                 scores.extend(batch_scores.iter().flatten());
@@ -217,8 +220,9 @@ impl ExecutionPlan for SelectExec {
             }
             let mut cut = Cut::find(scores, selection.count(rows));
             // Partitions are contiguous runs of the input: replaying them in turn is input order.
-            for replay in buffers.into_replays(|_| false) {
-                for batch in replay {
+            let held = buffers.freeze();
+            for p in 0..partitions {
+                for batch in held.replay(p, false) {
                     let batch = batch?;
                     let keep = cut.filter(&float_scores(&batch, score)?);
                     let kept = filter_record_batch(&batch.project(&out_columns)?, &keep)?;

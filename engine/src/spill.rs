@@ -1,24 +1,25 @@
 //! Row buffers that keep their order and move to disk when memory runs short.
 //!
-//! Folding holds back every layer but the first until the sorted input ends, and top-r must
-//! see every row before it knows how many to keep. Both buffer rows in a [`BufferSet`]: one
-//! ordered buffer per stream, memory counted against the session's pool, and when the pool
-//! says no, every buffer is written to a temporary Arrow IPC file (a *run*) and memory is
-//! freed. Replaying a buffer yields its rows in the order they were pushed, or exactly reversed.
+//! Folding holds back the sorted rows until the stream ends (layer 0 leaves at once, the other
+//! layers are picked out of the held rows afterwards), and top-r must see every row before it
+//! knows how many to keep. Both hold rows in a [`BufferSet`]: ordered buffers whose memory is
+//! counted against the session's pool; when the pool says no, every buffer is written to a
+//! temporary Arrow IPC file (a *run*) and its memory freed. Once filled, the set is frozen
+//! ([`BufferSet::freeze`]) and each buffer can be replayed, forwards or backwards (batch order;
+//! rows within a batch stay as they are), as often as needed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::{DataFusionError, internal_datafusion_err};
 use datafusion::error::Result;
+use datafusion::execution::SpillFile;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::execution::SpillFile;
 use datafusion::physical_plan::metrics::SpillMetrics;
 
 /// Ordered buffers sharing one memory reservation.
@@ -31,7 +32,8 @@ pub struct BufferSet {
     metrics: SpillMetrics,
 }
 
-#[derive(Default)]
+/// One buffer: spilled runs first, then the batches still in memory, in push order.
+#[derive(Default, Clone)]
 struct Buffer {
     runs: Vec<Arc<dyn SpillFile>>,
     memory: Vec<RecordBatch>,
@@ -58,13 +60,10 @@ impl BufferSet {
         }
     }
 
-    /// Appends `batch` to buffer `index`, spilling every buffer first if memory is short.
+    /// Appends `batch` (not empty) to buffer `index`, spilling every buffer first if memory
+    /// is short.
     pub fn push(&mut self, index: usize, batch: RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let batch = compact(batch)?;
-        let size = batch.get_array_memory_size();
+        let size = held_size(&batch);
         if self.reservation.try_grow(size).is_err() {
             self.spill()?;
             // A single batch larger than the whole budget still has to pass through.
@@ -82,8 +81,9 @@ impl BufferSet {
             let file = self.env.disk_manager.create_tmp_file(self.owner)?;
             let mut writer = StreamWriter::try_new(file.open_writer()?, &self.schema)?;
             for batch in buffer.memory.drain(..) {
-                writer.write(&batch)?;
                 self.metrics.spilled_rows.add(batch.num_rows());
+                // Write only what the rows use, not whole shared view buffers.
+                writer.write(&compact(batch)?)?;
             }
             writer.finish()?;
             writer.into_inner()?.finish()?;
@@ -95,27 +95,28 @@ impl BufferSet {
         Ok(())
     }
 
-    /// Hands every buffer over for replay (buffer `i` reversed row by row when `reverse(i)`)
-    /// and leaves the memory pool: the batches now belong to whoever consumes them, and the
-    /// operators downstream get this set's share of the pool.
-    pub fn into_replays(self, reverse: impl Fn(usize) -> bool) -> Vec<Replay> {
-        self.buffers
-            .into_iter()
-            .enumerate()
-            .map(|(index, buffer)| {
-                let mut pieces: VecDeque<Piece> = buffer
-                    .runs
-                    .into_iter()
-                    .map(Piece::Run)
-                    .chain(buffer.memory.into_iter().map(Piece::Batch))
-                    .collect();
-                let reverse = reverse(index);
-                if reverse {
-                    pieces = pieces.into_iter().rev().collect();
-                }
-                Replay { pieces, reverse }
-            })
-            .collect()
+    /// Ends filling and leaves the memory pool: the held batches now belong to whoever
+    /// replays them, and the operators downstream get this set's share of the pool.
+    pub fn freeze(self) -> FrozenBuffers {
+        FrozenBuffers { buffers: self.buffers }
+    }
+}
+
+/// Filled buffers, ready for replay.
+pub struct FrozenBuffers {
+    buffers: Vec<Buffer>,
+}
+
+impl FrozenBuffers {
+    /// The batches of buffer `index` in push order, or in reverse batch order when `backwards`.
+    pub fn replay(&self, index: usize, backwards: bool) -> Replay {
+        let buffer = self.buffers[index].clone();
+        let mut pieces: VecDeque<Piece> =
+            buffer.runs.into_iter().map(Piece::Run).chain(buffer.memory.into_iter().map(Piece::Batch)).collect();
+        if backwards {
+            pieces = pieces.into_iter().rev().collect();
+        }
+        Replay { pieces, backwards }
     }
 }
 
@@ -124,10 +125,10 @@ enum Piece {
     Run(Arc<dyn SpillFile>),
 }
 
-/// The rows of one buffer, read back lazily (one spill run in memory at a time).
+/// The batches of one buffer, read back lazily (one spill run in memory at a time).
 pub struct Replay {
     pieces: VecDeque<Piece>,
-    reverse: bool,
+    backwards: bool,
 }
 
 impl Iterator for Replay {
@@ -136,16 +137,12 @@ impl Iterator for Replay {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             match self.pieces.pop_front()? {
-                Piece::Batch(batch) if self.reverse => return Some(reverse_rows(&batch)),
                 Piece::Batch(batch) => return Some(Ok(batch)),
                 Piece::Run(file) => match read_run(file.as_ref()) {
                     Ok(batches) => {
-                        // Push in reverse so the run's first batch is popped first.
-                        let ordered: Vec<_> = if self.reverse {
-                            batches.into_iter().rev().collect()
-                        } else {
-                            batches
-                        };
+                        let ordered: Vec<_> =
+                            if self.backwards { batches.into_iter().rev().collect() } else { batches };
+                        // Push in reverse so that the first one is popped first.
                         for batch in ordered.into_iter().rev() {
                             self.pieces.push_front(Piece::Batch(batch));
                         }
@@ -163,12 +160,33 @@ fn read_run(file: &dyn SpillFile) -> Result<Vec<RecordBatch>> {
     reader.map(|batch| batch.map_err(DataFusionError::from)).collect()
 }
 
-/// `batch` without the unreferenced parts of its string and binary view buffers.
-///
-/// Rows taken out of a sorted batch still point into the whole batch's view buffers; kept as
-/// they are, a buffer of a third of the rows would hold (and spill) all of them.
+fn is_view(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::Utf8View | DataType::BinaryView)
+}
+
+/// The memory a batch holds on its own. Rows taken out of a sorted batch share whole view
+/// buffers with their neighbours; counting those buffers for every batch would count the same
+/// bytes many times, so view columns count their views and the bytes their values use.
+fn held_size(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|column| match column.data_type() {
+            // A view's low 32 bits are the value's length.
+            DataType::Utf8View => view_bytes(column.as_string_view().views()),
+            DataType::BinaryView => view_bytes(column.as_binary_view().views()),
+            _ => column.get_array_memory_size(),
+        })
+        .sum()
+}
+
+fn view_bytes(views: &[u128]) -> usize {
+    views.iter().map(|v| 16 + (*v as u32) as usize).sum()
+}
+
+/// `batch` with view columns copied down to the bytes their values use.
 fn compact(batch: RecordBatch) -> Result<RecordBatch> {
-    if !batch.columns().iter().any(|c| matches!(c.data_type(), DataType::Utf8View | DataType::BinaryView)) {
+    if !batch.columns().iter().any(|c| is_view(c.data_type())) {
         return Ok(batch);
     }
     let columns: Vec<ArrayRef> = batch
@@ -181,11 +199,4 @@ fn compact(batch: RecordBatch) -> Result<RecordBatch> {
         })
         .collect();
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
-}
-
-/// The rows of `batch` in reverse order.
-pub fn reverse_rows(batch: &RecordBatch) -> Result<RecordBatch> {
-    let n = batch.num_rows() as u32;
-    let indices = UInt32Array::from_iter_values((0..n).rev());
-    Ok(take_record_batch(batch, &indices)?)
 }

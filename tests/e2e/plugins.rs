@@ -176,6 +176,15 @@ fn plugins_list_and_inspect() {
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success());
     assert!(text.contains("text_quality(Utf8) -> Float64") && text.contains("text_bytes(Utf8) -> Float64"), "{text}");
+    // DELT_PLUGIN_PATH: every library in the listed directories.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&lib, dir.path().join("libquality.so")).unwrap();
+    let with_path = Command::new(env!("CARGO_BIN_EXE_delt"))
+        .args(["sql", "--quiet", "--format", "csv", "-c", "SELECT text_bytes('four') AS n"])
+        .env("DELT_PLUGIN_PATH", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&with_path.stdout), "n\n4.0\n", "{}", String::from_utf8_lossy(&with_path.stderr));
     let inspect = delt(&["plugins", "inspect", lib.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&inspect.stdout);
     assert!(text.contains("option min_words:") && text.contains("abi:      1"), "{text}");
