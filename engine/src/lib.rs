@@ -31,6 +31,7 @@ pub mod object_stores;
 pub mod order_key;
 pub mod output;
 pub mod params;
+pub mod parquet_writer;
 pub mod progress;
 pub mod rewrite;
 pub mod planner;

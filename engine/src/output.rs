@@ -32,7 +32,6 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
@@ -44,6 +43,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::error::{DeltError, Result};
+use crate::parquet_writer::ParallelParquetWriter;
 
 /// Rows per shard when writing a directory and `rows_per_shard` is not given.
 pub const DEFAULT_ROWS_PER_SHARD: usize = 1_000_000;
@@ -376,7 +376,7 @@ struct OpenFile {
 }
 
 enum Encoder {
-    Parquet(Box<ArrowWriter<Vec<u8>>>),
+    Parquet(Box<ParallelParquetWriter>),
     Json,
     Csv { builder: CsvWriterBuilder, header_done: bool },
 }
@@ -384,9 +384,9 @@ enum Encoder {
 impl OpenFile {
     fn create(store: Arc<dyn ObjectStore>, path: Path, format: &Format, schema: SchemaRef) -> Result<Self> {
         let encoder = match format {
-            Format::Parquet(props) => Encoder::Parquet(Box::new(
-                ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(props.clone())).map_err(DataFusionError::from)?,
-            )),
+            Format::Parquet(props) => {
+                Encoder::Parquet(Box::new(ParallelParquetWriter::try_new(Arc::clone(&schema), props.clone())?))
+            }
             Format::Json => Encoder::Json,
             Format::Csv(options) => {
                 Encoder::Csv { builder: options.writer_options.clone(), header_done: false }
@@ -397,10 +397,7 @@ impl OpenFile {
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let bytes = match &mut self.encoder {
-            Encoder::Parquet(writer) => {
-                writer.write(batch).map_err(DataFusionError::from)?;
-                std::mem::take(writer.inner_mut())
-            }
+            Encoder::Parquet(writer) => writer.write(batch).await?,
             Encoder::Json => {
                 let mut buffer = Vec::new();
                 let mut writer = LineDelimitedWriter::new(&mut buffer);
@@ -436,7 +433,7 @@ impl OpenFile {
             self.write(&RecordBatch::new_empty(Arc::clone(&self.schema))).await?;
         }
         if let Encoder::Parquet(writer) = std::mem::replace(&mut self.encoder, Encoder::Json) {
-            let tail = writer.into_inner().map_err(DataFusionError::from)?;
+            let tail = writer.finish().await?;
             self.put(tail).await?;
         }
         self.upload

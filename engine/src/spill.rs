@@ -18,7 +18,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::{DataFusionError, internal_datafusion_err};
 use datafusion::error::Result;
 use datafusion::execution::SpillFile;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::metrics::SpillMetrics;
 
@@ -26,6 +26,9 @@ use datafusion::physical_plan::metrics::SpillMetrics;
 pub struct BufferSet {
     buffers: Vec<Buffer>,
     reservation: MemoryReservation,
+    /// Most memory held before spilling: half of a bounded pool, so that the operators this
+    /// set feeds (merges, writers) still find room.
+    budget: usize,
     env: Arc<RuntimeEnv>,
     schema: SchemaRef,
     owner: &'static str,
@@ -50,9 +53,14 @@ impl BufferSet {
         metrics: SpillMetrics,
     ) -> Self {
         let reservation = MemoryConsumer::new(owner).with_can_spill(true).register(&env.memory_pool);
+        let budget = match env.memory_pool.memory_limit() {
+            MemoryLimit::Finite(bytes) => bytes / 2,
+            _ => usize::MAX,
+        };
         Self {
             buffers: (0..count).map(|_| Buffer::default()).collect(),
             reservation,
+            budget,
             env,
             schema,
             owner,
@@ -64,7 +72,7 @@ impl BufferSet {
     /// is short.
     pub fn push(&mut self, index: usize, batch: RecordBatch) -> Result<()> {
         let size = held_size(&batch);
-        if self.reservation.try_grow(size).is_err() {
+        if self.reservation.size() + size > self.budget || self.reservation.try_grow(size).is_err() {
             self.spill()?;
             // A single batch larger than the whole budget still has to pass through.
             self.reservation.grow(size);
