@@ -175,7 +175,7 @@ fn plugins_list_and_inspect() {
     let list = delt(&["plugins", "list", "--plugin", lib.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success());
-    assert!(text.contains("text_quality(Utf8) -> Float64") && text.contains("text_bytes(Utf8) -> Float64"), "{text}");
+    assert!(text.contains("text_quality(Utf8) -> Float64") && text.contains("text_bytes(Utf8View) -> Float64"), "{text}");
     // DELT_PLUGIN_PATH: every library in the listed directories.
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(&lib, dir.path().join("libquality.so")).unwrap();

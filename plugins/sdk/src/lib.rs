@@ -100,6 +100,9 @@ pub enum ArgType {
     Utf8,
     /// UTF-8 strings with 64-bit offsets.
     LargeUtf8,
+    /// UTF-8 string views (Arrow format `vu`): what DataFusion reads from Parquet, handed to
+    /// the plugin without copying the strings.
+    Utf8View,
     /// Bytes.
     Binary,
     /// Booleans.
@@ -120,6 +123,7 @@ impl ArgType {
         match self {
             Self::Utf8 => DataType::Utf8,
             Self::LargeUtf8 => DataType::LargeUtf8,
+            Self::Utf8View => DataType::Utf8View,
             Self::Binary => DataType::Binary,
             Self::Bool => DataType::Boolean,
             Self::Int32 => DataType::Int32,
