@@ -25,6 +25,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use delt_plugin::{FunctionSpec, Manifest, Options, symbols};
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
 
 /// Rows per call into a plugin unless `batch_size` says otherwise.
@@ -371,12 +372,18 @@ impl AsyncScalarUDFImpl for PluginFunction {
             None => self.library.instance(&self.spec.name, &self.settings.options)?,
         };
         let returns = self.returns();
-        let (instance, scores) = tokio::task::spawn_blocking(move || {
+        let score = move || {
             let scores = instance.score(&arrays, rows, &returns);
             (instance, scores)
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        };
+        // Scoring blocks: on a multi-threaded runtime, score on this worker after handing its
+        // other tasks to the rest of the pool (no thread switch per batch); otherwise move
+        // the call to the blocking pool.
+        let (instance, scores) = if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(score)
+        } else {
+            tokio::task::spawn_blocking(score).await.map_err(|e| DataFusionError::External(Box::new(e)))?
+        };
         self.idle.lock().expect("instance pool").push(instance);
         let scores = scores?;
         Ok(ColumnarValue::Array(match nulls {
