@@ -15,24 +15,24 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{SortOptions, take_record_batch};
-use datafusion::arrow::datatypes::{Decimal128Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Decimal128Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
 use datafusion::physical_expr::{
-    EquivalenceProperties, LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortRequirement,
+    LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortRequirement,
 };
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
     ReplaceChildrenOptions,
 };
 use futures::StreamExt;
 
 use crate::spill::{BufferSet, FrozenBuffers};
+use crate::stage::stage_output;
 
 /// How the layers of a fold run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
@@ -83,18 +83,7 @@ pub struct FoldExec {
 impl FoldExec {
     /// Folds `input`: an [`OrderKeyExec`](crate::order_key::OrderKeyExec), rows and key.
     pub fn new(input: Arc<dyn ExecutionPlan>, layers: usize, mode: FoldMode) -> Self {
-        let in_schema = input.schema();
-        let kept = in_schema.fields().len() - 1;
-        let schema = Arc::new(Schema::new_with_metadata(
-            in_schema.fields()[..kept].to_vec(),
-            in_schema.metadata().clone(),
-        ));
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let (schema, properties) = stage_output(&input.schema());
         Self { input, layers, mode, schema, properties, metrics: ExecutionPlanMetricsSet::new() }
     }
 

@@ -90,6 +90,5 @@ pub fn all() -> Vec<Arc<ScalarUDF>> {
             DataType::Boolean,
             "use it as a WHERE condition, e.g. WHERE top_r(score, 0.5)",
         ),
-        Arc::new(ScalarUDF::new_from_impl(crate::shuffle::ShuffleKey::new())),
     ]
 }

@@ -195,26 +195,24 @@ fn check_numeric(function: &str, score: &Expr, input: &LogicalPlan) -> Result<()
     }
 }
 
-fn integer_literal(expr: &Expr) -> Option<i64> {
+/// The value of a numeric literal of a type `accept`s, cast to `to`.
+fn literal(expr: &Expr, accept: fn(&DataType) -> bool, to: &DataType) -> Option<ScalarValue> {
     match expr {
-        Expr::Literal(value, _) if value.data_type().is_integer() => {
-            match value.cast_to(&DataType::Int64) {
-                Ok(ScalarValue::Int64(v)) => v,
-                _ => None,
-            }
-        }
+        Expr::Literal(value, _) if accept(&value.data_type()) => value.cast_to(to).ok(),
+        _ => None,
+    }
+}
+
+fn integer_literal(expr: &Expr) -> Option<i64> {
+    match literal(expr, DataType::is_integer, &DataType::Int64)? {
+        ScalarValue::Int64(v) => v,
         _ => None,
     }
 }
 
 fn float_literal(expr: &Expr) -> Option<f64> {
-    match expr {
-        Expr::Literal(value, _) if value.data_type().is_numeric() => {
-            match value.cast_to(&DataType::Float64) {
-                Ok(ScalarValue::Float64(v)) => v,
-                _ => None,
-            }
-        }
+    match literal(expr, DataType::is_numeric, &DataType::Float64)? {
+        ScalarValue::Float64(v) => v,
         _ => None,
     }
 }

@@ -17,24 +17,24 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::internal_err;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
-    Partitioning, PlanProperties, ReplaceChildrenOptions,
+    PlanProperties, ReplaceChildrenOptions,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::spill::BufferSet;
+use crate::stage::stage_output;
 
 /// How many rows a selection keeps.
 #[derive(Debug, Clone, Copy)]
@@ -103,18 +103,7 @@ pub struct SelectExec {
 impl SelectExec {
     /// Selects from `input`, a plan whose last column is the score.
     pub fn new(input: Arc<dyn ExecutionPlan>, selection: Selection) -> Self {
-        let in_schema = input.schema();
-        let kept = in_schema.fields().len() - 1;
-        let schema = Arc::new(Schema::new_with_metadata(
-            in_schema.fields()[..kept].to_vec(),
-            in_schema.metadata().clone(),
-        ));
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let (schema, properties) = stage_output(&input.schema());
         Self { input, selection, schema, properties, metrics: ExecutionPlanMetricsSet::new() }
     }
 }

@@ -9,9 +9,13 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::{DFSchema, DFSchemaRef, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, UserDefinedLogicalNodeCore};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::{Partitioning, PlanProperties};
 
 use crate::fold::FoldMode;
 use crate::select::Selection;
@@ -112,4 +116,18 @@ impl UserDefinedLogicalNodeCore for StageNode {
         let schema = Arc::new(DFSchema::new_with_metadata(fields, input.schema().metadata().clone())?);
         Ok(Self { input, stage: self.stage, schema })
     }
+}
+
+/// Output schema and properties of a stage's operator: the input's columns but the last (its
+/// score or key), in one partition, emitted once the input is consumed.
+pub fn stage_output(input: &SchemaRef) -> (SchemaRef, Arc<PlanProperties>) {
+    let kept = input.fields().len() - 1;
+    let schema = Arc::new(Schema::new_with_metadata(input.fields()[..kept].to_vec(), input.metadata().clone()));
+    let properties = Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(Arc::clone(&schema)),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    ));
+    (schema, properties)
 }
