@@ -15,7 +15,7 @@
 //! Formats: Parquet, JSON lines (`STORED AS JSON`, one object per line, as the reference DELT
 //! trainer reads) and CSV.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,6 +41,7 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::error::{DeltError, Result};
 use crate::parquet_writer::ParallelParquetWriter;
@@ -377,8 +378,38 @@ struct OpenFile {
 
 enum Encoder {
     Parquet(Box<ParallelParquetWriter>),
+    /// JSON lines or CSV: each batch is encoded on a blocking thread while the next ones
+    /// arrive; the bytes go out in batch order.
+    Text { format: TextFormat, encoding: VecDeque<JoinHandle<DfResult<Vec<u8>>>>, header_done: bool },
+}
+
+impl Encoder {
+    /// What is left of an encoder after `finish`: nothing to write.
+    fn finished() -> Self {
+        Self::Text { format: TextFormat::Json, encoding: VecDeque::new(), header_done: true }
+    }
+}
+
+#[derive(Clone)]
+enum TextFormat {
     Json,
-    Csv { builder: CsvWriterBuilder, header_done: bool },
+    Csv(CsvWriterBuilder),
+}
+
+/// Text batches encoding at once.
+const TEXT_IN_FLIGHT: usize = 4;
+
+fn encode_text(format: &TextFormat, batch: &RecordBatch, header: bool) -> DfResult<Vec<u8>> {
+    let mut buffer = Vec::new();
+    match format {
+        TextFormat::Json => {
+            let mut writer = LineDelimitedWriter::new(&mut buffer);
+            writer.write(batch)?;
+            writer.finish()?;
+        }
+        TextFormat::Csv(builder) => builder.clone().with_header(header).build(&mut buffer).write(batch)?,
+    }
+    Ok(buffer)
 }
 
 impl OpenFile {
@@ -387,36 +418,44 @@ impl OpenFile {
             Format::Parquet(props) => {
                 Encoder::Parquet(Box::new(ParallelParquetWriter::try_new(Arc::clone(&schema), props.clone())?))
             }
-            Format::Json => Encoder::Json,
-            Format::Csv(options) => {
-                Encoder::Csv { builder: options.writer_options.clone(), header_done: false }
-            }
+            Format::Json => Encoder::Text { format: TextFormat::Json, encoding: VecDeque::new(), header_done: false },
+            Format::Csv(options) => Encoder::Text {
+                format: TextFormat::Csv(options.writer_options.clone()),
+                encoding: VecDeque::new(),
+                header_done: false,
+            },
         };
         Ok(Self { upload: BufWriter::new(store, path.clone()), path, schema, encoder, rows: 0 })
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let bytes = match &mut self.encoder {
-            Encoder::Parquet(writer) => writer.write(batch).await?,
-            Encoder::Json => {
-                let mut buffer = Vec::new();
-                let mut writer = LineDelimitedWriter::new(&mut buffer);
-                writer.write(batch).map_err(DataFusionError::from)?;
-                writer.finish().map_err(DataFusionError::from)?;
-                buffer
-            }
-            Encoder::Csv { builder, header_done } => {
-                let mut buffer = Vec::new();
-                let header = builder.header() && !*header_done;
-                let mut writer = builder.clone().with_header(header).build(&mut buffer);
-                writer.write(batch).map_err(DataFusionError::from)?;
-                drop(writer);
-                *header_done = true;
-                buffer
-            }
-        };
         self.rows += batch.num_rows() as u64;
-        self.put(bytes).await
+        match &mut self.encoder {
+            Encoder::Parquet(writer) => {
+                let bytes = writer.write(batch).await?;
+                self.put(bytes).await
+            }
+            Encoder::Text { format, encoding, header_done } => {
+                let header = matches!(format, TextFormat::Csv(b) if b.header()) && !*header_done;
+                *header_done = true;
+                let (format, batch) = (format.clone(), batch.clone());
+                encoding.push_back(tokio::task::spawn_blocking(move || encode_text(&format, &batch, header)));
+                self.drain_text(TEXT_IN_FLIGHT).await
+            }
+        }
+    }
+
+    /// Writes out encoded text batches until at most `keep` are still encoding.
+    async fn drain_text(&mut self, keep: usize) -> Result<()> {
+        loop {
+            let Encoder::Text { encoding, .. } = &mut self.encoder else { return Ok(()) };
+            if encoding.len() <= keep {
+                return Ok(());
+            }
+            let task = encoding.pop_front().expect("more than `keep` tasks");
+            let bytes = task.await.map_err(|e| DataFusionError::External(Box::new(e)))??;
+            self.put(bytes).await?;
+        }
     }
 
     async fn put(&mut self, bytes: Vec<u8>) -> Result<()> {
@@ -428,11 +467,13 @@ impl OpenFile {
 
     /// Completes the file; returns its row count.
     async fn finish(mut self) -> Result<u64> {
-        if matches!(self.encoder, Encoder::Csv { header_done: false, .. }) {
+        let rows = self.rows;
+        if let Encoder::Text { format: TextFormat::Csv(_), header_done: false, .. } = &self.encoder {
             // No rows came: an empty batch still writes the header line.
             self.write(&RecordBatch::new_empty(Arc::clone(&self.schema))).await?;
         }
-        if let Encoder::Parquet(writer) = std::mem::replace(&mut self.encoder, Encoder::Json) {
+        self.drain_text(0).await?;
+        if let Encoder::Parquet(writer) = std::mem::replace(&mut self.encoder, Encoder::finished()) {
             let tail = writer.finish().await?;
             self.put(tail).await?;
         }
@@ -440,7 +481,7 @@ impl OpenFile {
             .shutdown()
             .await
             .map_err(|e| DeltError::io(format!("completing {}", self.path), e))?;
-        Ok(self.rows)
+        Ok(rows)
     }
 
     async fn abort(mut self) {

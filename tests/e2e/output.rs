@@ -107,3 +107,26 @@ fn failure_midway_leaves_destination_untouched() {
     assert!(before == after, "destination changed");
     assert_eq!(names(dir.path()), ["in", "out", "out.parquet"], "no staging or partial files left");
 }
+
+#[test]
+fn csv_output_has_one_header_even_when_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet_files(&dir.path().join("in"), &rows(3000, 4, false), 1);
+    let input = p(dir.path(), "in/");
+    let (full, empty) = (p(dir.path(), "full.csv"), p(dir.path(), "empty.csv"));
+    run_sql(
+        &[
+            &format!("COPY (SELECT id, score FROM '{input}' ORDER BY fold_order(score, 3)) TO '{full}'"),
+            &format!("COPY (SELECT id, score FROM '{input}' WHERE top_k(score, 0)) TO '{empty}'"),
+        ],
+        &["--batch-size", "700"],
+    );
+    let text = std::fs::read_to_string(&full).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3001);
+    assert_eq!(lines.iter().filter(|l| **l == "id,score").count(), 1);
+    assert_eq!(lines[0], "id,score");
+    let ids: Vec<i64> = lines[1..].iter().map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
+    assert_eq!(ids, reference_fold(&rows(3000, 4, false), 3, "asc"));
+    assert_eq!(std::fs::read_to_string(&empty).unwrap(), "id,score\n");
+}
