@@ -11,11 +11,6 @@ use delt::runner::ResultFormat;
 use delt::session::parse_size;
 use delt::{DeltSession, Runner};
 
-// Sorting and encoding allocate and free large buffers all the time; mimalloc keeps them
-// cheaper than the system allocator (measured in examples/bench_order.py).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Curate language-model training data with SQL: score, select and order documents (DELT).
 #[derive(Parser, Debug)]
 #[command(name = "delt", version, about)]
