@@ -68,9 +68,15 @@ pub fn parse_body(body: &str) -> Result<FunctionBody> {
             return plan_err!("CREATE FUNCTION option '{pair}' has no value: write name=value");
         };
         let count = || {
-            value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                DataFusionError::Plan(format!("CREATE FUNCTION option {name} must be a positive integer, got '{value}'"))
-            })
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    DataFusionError::Plan(format!(
+                        "CREATE FUNCTION option {name} must be a positive integer, got '{value}'"
+                    ))
+                })
         };
         match name {
             "batch_size" => settings.batch_size = count()?,
@@ -85,19 +91,39 @@ pub fn parse_body(body: &str) -> Result<FunctionBody> {
         }
     }
     settings.options = options;
-    Ok(FunctionBody { library: library.to_string(), function, settings })
+    Ok(FunctionBody {
+        library: library.to_string(),
+        function,
+        settings,
+    })
 }
 
 #[async_trait]
 impl FunctionFactory for DeltFunctionFactory {
-    async fn create(&self, _state: &SessionState, statement: CreateFunction) -> Result<RegisterFunction> {
-        let language = statement.params.language.as_ref().map(|l| l.value.to_ascii_lowercase());
+    async fn create(
+        &self,
+        _state: &SessionState,
+        statement: CreateFunction,
+    ) -> Result<RegisterFunction> {
+        let language = statement
+            .params
+            .language
+            .as_ref()
+            .map(|l| l.value.to_ascii_lowercase());
         if language.as_deref() != Some("delt") {
-            return plan_err!("CREATE FUNCTION {}: use LANGUAGE delt (a scorer plugin)", statement.name);
+            return plan_err!(
+                "CREATE FUNCTION {}: use LANGUAGE delt (a scorer plugin)",
+                statement.name
+            );
         }
         let body = match &statement.params.function_body {
             Some(Expr::Literal(ScalarValue::Utf8(Some(body)), _)) => body.clone(),
-            _ => return plan_err!("CREATE FUNCTION {}: AS 'path/to/library.so#function?option=value' expected", statement.name),
+            _ => {
+                return plan_err!(
+                    "CREATE FUNCTION {}: AS 'path/to/library.so#function?option=value' expected",
+                    statement.name
+                );
+            }
         };
         let body = parse_body(&body)?;
         let library = self
@@ -107,7 +133,9 @@ impl FunctionFactory for DeltFunctionFactory {
         let function = match body.function {
             Some(function) => function,
             None if library.manifest().find(&statement.name).is_some() => statement.name.clone(),
-            None if library.manifest().functions.len() == 1 => library.manifest().functions[0].name.clone(),
+            None if library.manifest().functions.len() == 1 => {
+                library.manifest().functions[0].name.clone()
+            }
             None => {
                 return plan_err!(
                     "CREATE FUNCTION {}: {} has several functions; name one with '#function'",
@@ -116,11 +144,18 @@ impl FunctionFactory for DeltFunctionFactory {
                 );
             }
         };
-        let spec = library.function(&function).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let spec = library
+            .function(&function)
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         if let Some(args) = &statement.args
             && args.len() != spec.args.len()
         {
-            return plan_err!("CREATE FUNCTION {}: {function} takes {} argument(s), not {}", statement.name, spec.args.len(), args.len());
+            return plan_err!(
+                "CREATE FUNCTION {}: {function} takes {} argument(s), not {}",
+                statement.name,
+                spec.args.len(),
+                args.len()
+            );
         }
         if let Some(returns) = &statement.return_type
             && *returns != spec.returns.data_type()
@@ -131,7 +166,8 @@ impl FunctionFactory for DeltFunctionFactory {
                 spec.returns.data_type()
             );
         }
-        let udf = PluginFunction::try_new(&statement.name, library, &function, body.settings)?.into_udf();
+        let udf =
+            PluginFunction::try_new(&statement.name, library, &function, body.settings)?.into_udf();
         Ok(RegisterFunction::Scalar(Arc::new(udf)))
     }
 }
@@ -142,7 +178,8 @@ mod tests {
 
     #[test]
     fn parses_bodies() {
-        let body = parse_body("lib/x.so#quality?min_words=5&lang=en&strict=true&batch_size=64").unwrap();
+        let body =
+            parse_body("lib/x.so#quality?min_words=5&lang=en&strict=true&batch_size=64").unwrap();
         assert_eq!(body.library, "lib/x.so");
         assert_eq!(body.function.as_deref(), Some("quality"));
         assert_eq!(body.settings.batch_size, 64);

@@ -29,7 +29,10 @@ pub struct InputFiles {
 impl InputFiles {
     /// Files at `location` read as `format` (`json`, `parquet`, `csv`, ...).
     pub fn new(location: &str, format: &str) -> Option<Self> {
-        Some(Self { url: ListingTableUrl::parse(location).ok()?, format: format.to_ascii_lowercase() })
+        Some(Self {
+            url: ListingTableUrl::parse(location).ok()?,
+            format: format.to_ascii_lowercase(),
+        })
     }
 
     /// The file tables scanned by `plan`.
@@ -41,9 +44,10 @@ impl InputFiles {
                 && let Some(table) = provider.downcast_ref::<ListingTable>()
             {
                 let format = table.options().format.get_ext();
-                inputs.extend(
-                    table.table_paths().iter().map(|url| Self { url: url.clone(), format: format.clone() }),
-                );
+                inputs.extend(table.table_paths().iter().map(|url| Self {
+                    url: url.clone(),
+                    format: format.clone(),
+                }));
             }
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         });
@@ -54,8 +58,12 @@ impl InputFiles {
     pub async fn list(&self, ctx: &SessionContext) -> Result<Vec<ObjectMeta>, DataFusionError> {
         let store = ctx.runtime_env().object_store(self.url.object_store())?;
         let state = ctx.state();
-        let mut files: Vec<ObjectMeta> =
-            self.url.list_all_files(&state, store.as_ref(), "").await?.try_collect().await?;
+        let mut files: Vec<ObjectMeta> = self
+            .url
+            .list_all_files(&state, store.as_ref(), "")
+            .await?
+            .try_collect()
+            .await?;
         files.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(files)
     }
@@ -69,14 +77,24 @@ impl InputFiles {
 }
 
 /// Replaces a decoding error by the first bad file and line of `inputs`, when one is found.
-pub async fn explain(ctx: &SessionContext, inputs: &[InputFiles], error: DataFusionError) -> DeltError {
+pub async fn explain(
+    ctx: &SessionContext,
+    inputs: &[InputFiles],
+    error: DataFusionError,
+) -> DeltError {
     let kind = match error.find_root() {
-        DataFusionError::ArrowError(e, _) if matches!(e.as_ref(), ArrowError::JsonError(_)) => Kind::Json,
-        DataFusionError::ArrowError(e, _) if matches!(e.as_ref(), ArrowError::ParquetError(_)) => Kind::Parquet,
+        DataFusionError::ArrowError(e, _) if matches!(e.as_ref(), ArrowError::JsonError(_)) => {
+            Kind::Json
+        }
+        DataFusionError::ArrowError(e, _) if matches!(e.as_ref(), ArrowError::ParquetError(_)) => {
+            Kind::Parquet
+        }
         DataFusionError::ParquetError(_) => Kind::Parquet,
         _ => return error.into(),
     };
-    first_problem(ctx, inputs, Some(kind)).await.unwrap_or_else(|| error.into())
+    first_problem(ctx, inputs, Some(kind))
+        .await
+        .unwrap_or_else(|| error.into())
 }
 
 /// The kinds of files the checker understands.
@@ -100,10 +118,18 @@ impl Kind {
 }
 
 /// The first file of `inputs` (of `kind`, or of any kind the checker knows) with a problem.
-pub async fn first_problem(ctx: &SessionContext, inputs: &[InputFiles], kind: Option<Kind>) -> Option<DeltError> {
+pub async fn first_problem(
+    ctx: &SessionContext,
+    inputs: &[InputFiles],
+    kind: Option<Kind>,
+) -> Option<DeltError> {
     for input in inputs {
-        let Ok(files) = input.list(ctx).await else { continue };
-        let Ok(store) = ctx.runtime_env().object_store(input.url.object_store()) else { continue };
+        let Ok(files) = input.list(ctx).await else {
+            continue;
+        };
+        let Ok(store) = ctx.runtime_env().object_store(input.url.object_store()) else {
+            continue;
+        };
         for meta in files {
             let file_kind = Kind::of(&input.format, meta.location.as_ref());
             if file_kind.is_none() || (kind.is_some() && file_kind != kind) {
@@ -114,7 +140,10 @@ pub async fn first_problem(ctx: &SessionContext, inputs: &[InputFiles], kind: Op
                 _ => parquet_problem(Arc::clone(&store), &meta).await,
             };
             if let Some(problem) = problem {
-                return Some(DeltError::BadInput(format!("{}: {problem}", input.display(&meta))));
+                return Some(DeltError::BadInput(format!(
+                    "{}: {problem}",
+                    input.display(&meta)
+                )));
             }
         }
     }
@@ -134,7 +163,10 @@ async fn first_bad_json_line(store: &dyn ObjectStore, meta: &ObjectMeta) -> Opti
             Ok(_) => "expected a JSON object per line".to_string(),
             Err(e) => format!("malformed JSON ({e})"),
         };
-        return Some(format!("line {}: {problem}; fix or remove that line", index + 1));
+        return Some(format!(
+            "line {}: {problem}; fix or remove that line",
+            index + 1
+        ));
     }
     None
 }
@@ -149,7 +181,9 @@ async fn parquet_problem(store: Arc<dyn ObjectStore>, meta: &ObjectMeta) -> Opti
     }
     let footer = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().ok()?) as usize;
     if footer > n - 12 {
-        return Some(format!("corrupt Parquet footer (metadata length {footer} exceeds the file)"));
+        return Some(format!(
+            "corrupt Parquet footer (metadata length {footer} exceeds the file)"
+        ));
     }
     let reader = match ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()) {
         Ok(reader) => reader,

@@ -57,7 +57,10 @@ pub enum DeltError {
 
     /// An I/O error outside DataFusion.
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 /// Strips DataFusion's nesting noise ("External error: ", "Arrow error: " chains, backtraces)
@@ -68,7 +71,11 @@ fn clean_datafusion_message(err: &DataFusionError) -> String {
         DataFusionError::Context(_, _) => err.to_string(),
         other => other.to_string(),
     };
-    let text = text.split("\n\nbacktrace").next().unwrap_or_default().trim();
+    let text = text
+        .split("\n\nbacktrace")
+        .next()
+        .unwrap_or_default()
+        .trim();
     // Object store errors can span lines (an XML body); keep the message on one line.
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.contains("Resources exhausted") {
@@ -86,7 +93,10 @@ fn clean_datafusion_message(err: &DataFusionError) -> String {
 impl DeltError {
     /// Wraps an I/O error with what was being attempted.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

@@ -19,15 +19,17 @@ use datafusion::arrow::datatypes::{Decimal128Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{
     LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortRequirement,
 };
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
+    PlanProperties, ReplaceChildrenOptions,
 };
 use futures::StreamExt;
 
@@ -53,7 +55,9 @@ impl FromStr for FoldMode {
             "asc" | "ascending" => Ok(Self::Ascending),
             "desc" | "descending" => Ok(Self::Descending),
             "zigzag" => Ok(Self::Zigzag),
-            other => Err(format!("unknown fold mode '{other}': use 'asc', 'desc' or 'zigzag'")),
+            other => Err(format!(
+                "unknown fold mode '{other}': use 'asc', 'desc' or 'zigzag'"
+            )),
         }
     }
 }
@@ -84,7 +88,14 @@ impl FoldExec {
     /// Folds `input`: an [`OrderKeyExec`](crate::order_key::OrderKeyExec), rows and key.
     pub fn new(input: Arc<dyn ExecutionPlan>, layers: usize, mode: FoldMode) -> Self {
         let (schema, properties) = stage_output(&input.schema());
-        Self { input, layers, mode, schema, properties, metrics: ExecutionPlanMetricsSet::new() }
+        Self {
+            input,
+            layers,
+            mode,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 
     fn key_index(&self) -> usize {
@@ -120,7 +131,10 @@ impl ExecutionPlan for FoldExec {
         let key = self.key_index();
         let requirement = LexRequirement::new([PhysicalSortRequirement::new(
             Arc::new(Column::new(schema.field(key).name(), key)),
-            Some(SortOptions { descending: false, nulls_first: false }),
+            Some(SortOptions {
+                descending: false,
+                nulls_first: false,
+            }),
         )]);
         vec![requirement.map(OrderingRequirements::new)]
     }
@@ -145,19 +159,32 @@ impl ExecutionPlan for FoldExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(Self::new(children.swap_remove(0), self.layers, self.mode)))
+        Ok(Arc::new(Self::new(
+            children.swap_remove(0),
+            self.layers,
+            self.mode,
+        )))
     }
 
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
-            return datafusion::common::internal_err!("FoldExec has one partition, asked for {partition}");
+            return datafusion::common::internal_err!(
+                "FoldExec has one partition, asked for {partition}"
+            );
         }
         let mut sorted = self.input.execute(0, Arc::clone(&context))?;
         let mut folder = Folder {
@@ -196,7 +223,10 @@ impl ExecutionPlan for FoldExec {
             }
             Ok(())
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
     }
 }
 
@@ -225,13 +255,17 @@ impl Folder {
     /// Holds one sorted batch; returns its layer-0 rows.
     fn hold(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         // Sorted keys: the rows with a score (negative keys) come first.
-        let keys = batch.column(self.key).as_primitive::<Decimal128Type>().values();
+        let keys = batch
+            .column(self.key)
+            .as_primitive::<Decimal128Type>()
+            .values();
         let with_score = keys.partition_point(|k| *k < 0);
         let rows = batch.project(&(0..self.key).collect::<Vec<_>>())?;
         let first = self.scored;
         self.scored += with_score;
         self.rows += rows.num_rows();
-        let layer0 = take_record_batch(&rows, &layer_rows(first, with_score, 0, self.layers, false))?;
+        let layer0 =
+            take_record_batch(&rows, &layer_rows(first, with_score, 0, self.layers, false))?;
         if rows.num_rows() > 0 {
             self.held.push((first, with_score));
             self.buffer.push(0, rows)?;
@@ -242,12 +276,20 @@ impl Folder {
     /// What comes after layer 0: the later layers, then the rows without a score.
     fn finish(self) -> (Vec<Pass>, HeldRows) {
         let zigzag = self.mode == FoldMode::Zigzag;
-        let mut passes: Vec<Pass> =
-            (1..self.layers).map(|layer| Pass::Layer { layer, backwards: zigzag && layer % 2 == 1 }).collect();
+        let mut passes: Vec<Pass> = (1..self.layers)
+            .map(|layer| Pass::Layer {
+                layer,
+                backwards: zigzag && layer % 2 == 1,
+            })
+            .collect();
         if self.rows > self.scored {
             passes.push(Pass::Unscored);
         }
-        let held = HeldRows { layers: self.layers, batches: self.held, buffer: self.buffer.freeze() };
+        let held = HeldRows {
+            layers: self.layers,
+            batches: self.held,
+            buffer: self.buffer.freeze(),
+        };
         (passes, held)
     }
 }
@@ -271,26 +313,52 @@ enum Pass {
 impl Pass {
     /// The rows of this pass, batch by batch.
     fn rows<'a>(self, held: &'a HeldRows) -> impl Iterator<Item = Result<RecordBatch>> + Send + 'a {
-        let backwards = matches!(self, Self::Layer { backwards: true, .. });
-        let positions: Box<dyn Iterator<Item = &(usize, usize)> + Send> =
-            if backwards { Box::new(held.batches.iter().rev()) } else { Box::new(held.batches.iter()) };
-        held.buffer.replay(0, backwards).zip(positions).map(move |(batch, &(first, scored))| {
-            let batch = batch?;
-            let indices = match self {
-                Self::Layer { layer, backwards } => layer_rows(first, scored, layer, held.layers, backwards),
-                Self::Unscored => UInt32Array::from_iter_values(scored as u32..batch.num_rows() as u32),
-            };
-            Ok(take_record_batch(&batch, &indices)?)
-        })
+        let backwards = matches!(
+            self,
+            Self::Layer {
+                backwards: true,
+                ..
+            }
+        );
+        let positions: Box<dyn Iterator<Item = &(usize, usize)> + Send> = if backwards {
+            Box::new(held.batches.iter().rev())
+        } else {
+            Box::new(held.batches.iter())
+        };
+        held.buffer
+            .replay(0, backwards)
+            .zip(positions)
+            .map(move |(batch, &(first, scored))| {
+                let batch = batch?;
+                let indices = match self {
+                    Self::Layer { layer, backwards } => {
+                        layer_rows(first, scored, layer, held.layers, backwards)
+                    }
+                    Self::Unscored => {
+                        UInt32Array::from_iter_values(scored as u32..batch.num_rows() as u32)
+                    }
+                };
+                Ok(take_record_batch(&batch, &indices)?)
+            })
     }
 }
 
 /// Indices, within a batch whose first row has sorted index `first` and whose first `scored`
 /// rows have a score, of the rows of `layer` (descending when `backwards`).
-fn layer_rows(first: usize, scored: usize, layer: usize, layers: usize, backwards: bool) -> UInt32Array {
+fn layer_rows(
+    first: usize,
+    scored: usize,
+    layer: usize,
+    layers: usize,
+    backwards: bool,
+) -> UInt32Array {
     let start = (layer + layers - first % layers) % layers;
     let rows = (start..scored).step_by(layers).map(|r| r as u32);
-    if backwards { UInt32Array::from_iter_values(rows.rev()) } else { UInt32Array::from_iter_values(rows) }
+    if backwards {
+        UInt32Array::from_iter_values(rows.rev())
+    } else {
+        UInt32Array::from_iter_values(rows)
+    }
 }
 
 #[cfg(test)]
@@ -299,7 +367,9 @@ mod tests {
 
     #[test]
     fn layer_rows_continue_across_batches() {
-        let rows = |first, scored, layer, back| layer_rows(first, scored, layer, 3, back).values().to_vec();
+        let rows = |first, scored, layer, back| {
+            layer_rows(first, scored, layer, 3, back).values().to_vec()
+        };
         assert_eq!(rows(0, 7, 0, false), [0, 3, 6]);
         assert_eq!(rows(7, 5, 0, false), [2]); // sorted index 9
         assert_eq!(rows(7, 5, 1, false), [0, 3]); // 7 and 10

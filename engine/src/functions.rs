@@ -11,7 +11,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::plan_err;
 use datafusion::error::Result;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 
 /// `ORDER BY fold_order(score, L [, mode])`.
@@ -46,7 +47,11 @@ impl ScalarUDFImpl for PlanOnlyFunction {
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        plan_err!("{} cannot be evaluated as a value: {}", self.name, self.usage)
+        plan_err!(
+            "{} cannot be evaluated as a value: {}",
+            self.name,
+            self.usage
+        )
     }
 }
 
@@ -60,7 +65,12 @@ fn plan_only(
         arities.iter().map(|&n| TypeSignature::Any(n)).collect(),
         Volatility::Volatile,
     );
-    Arc::new(ScalarUDF::new_from_impl(PlanOnlyFunction { name, signature, return_type, usage }))
+    Arc::new(ScalarUDF::new_from_impl(PlanOnlyFunction {
+        name,
+        signature,
+        return_type,
+        usage,
+    }))
 }
 
 /// All DELT functions, ready to register in a session.

@@ -20,7 +20,11 @@ use datafusion::error::Result;
 pub struct JsonLinesFormatFactory(JsonFormatFactory);
 
 impl FileFormatFactory for JsonLinesFormatFactory {
-    fn create(&self, state: &dyn Session, format_options: &HashMap<String, String>) -> Result<Arc<dyn FileFormat>> {
+    fn create(
+        &self,
+        state: &dyn Session,
+        format_options: &HashMap<String, String>,
+    ) -> Result<Arc<dyn FileFormat>> {
         self.0.create(state, format_options)
     }
 

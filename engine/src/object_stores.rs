@@ -28,7 +28,11 @@ pub struct DeltObjectStoreRegistry {
 }
 
 impl ObjectStoreRegistry for DeltObjectStoreRegistry {
-    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
         self.inner.register_store(url, store)
     }
 
@@ -58,14 +62,19 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
     let mut has_region = std::env::var_os("AWS_REGION").is_some()
         || std::env::var_os("AWS_DEFAULT_REGION").is_some();
     for (key, value) in options {
-        let Some(name) = key.strip_prefix(AWS_OPTION_PREFIX) else { continue };
+        let Some(name) = key.strip_prefix(AWS_OPTION_PREFIX) else {
+            continue;
+        };
         let config_key = AmazonS3ConfigKey::from_str(&format!("aws_{name}")).map_err(|_| {
             DataFusionError::Configuration(format!(
                 "unknown S3 option '{key}': use aws.region, aws.endpoint, aws.access_key_id, \
                  aws.secret_access_key, aws.session_token or aws.allow_http"
             ))
         })?;
-        has_region |= matches!(config_key, AmazonS3ConfigKey::Region | AmazonS3ConfigKey::DefaultRegion);
+        has_region |= matches!(
+            config_key,
+            AmazonS3ConfigKey::Region | AmazonS3ConfigKey::DefaultRegion
+        );
         builder = builder.with_config(config_key, value);
     }
     if !has_region {
@@ -74,20 +83,30 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
         builder = builder.with_region("us-east-1");
     }
     let store = builder
-        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            "5s",
+        )
         .with_retry(RetryConfig {
             max_retries: 2,
             retry_timeout: Duration::from_secs(15),
             ..RetryConfig::default()
         })
         .build()
-        .map_err(|e| DataFusionError::Configuration(format!("cannot configure S3 for '{url}': {e}")))?;
+        .map_err(|e| {
+            DataFusionError::Configuration(format!("cannot configure S3 for '{url}': {e}"))
+        })?;
     Ok(Arc::new(store))
 }
 
 /// Splits `aws.*` keys out of a statement's options.
 pub fn take_aws_options(options: &mut HashMap<String, String>) -> HashMap<String, String> {
-    let keys: Vec<String> =
-        options.keys().filter(|k| k.starts_with(AWS_OPTION_PREFIX)).cloned().collect();
-    keys.into_iter().filter_map(|k| options.remove_entry(&k)).collect()
+    let keys: Vec<String> = options
+        .keys()
+        .filter(|k| k.starts_with(AWS_OPTION_PREFIX))
+        .cloned()
+        .collect();
+    keys.into_iter()
+        .filter_map(|k| options.remove_entry(&k))
+        .collect()
 }

@@ -53,15 +53,28 @@ impl OrderKeyExec {
     pub fn new(input: Arc<dyn ExecutionPlan>, score: usize, descending: bool) -> Self {
         let mut fields = input.schema().fields().to_vec();
         fields.remove(score);
-        fields.push(Arc::new(Field::new(KEY_COLUMN, DataType::Decimal128(38, 0), false)));
-        let schema = Arc::new(Schema::new_with_metadata(fields, input.schema().metadata().clone()));
+        fields.push(Arc::new(Field::new(
+            KEY_COLUMN,
+            DataType::Decimal128(38, 0),
+            false,
+        )));
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            input.schema().metadata().clone(),
+        ));
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             input.output_partitioning().clone(),
             input.pipeline_behavior(),
             input.boundedness(),
         ));
-        Self { input, score, descending, schema, properties }
+        Self {
+            input,
+            score,
+            descending,
+            schema,
+            properties,
+        }
     }
 }
 
@@ -71,7 +84,11 @@ pub fn order_key(score: Option<f64>, descending: bool, position: u64) -> i128 {
         Some(score) => {
             let bits = score.to_bits();
             // Flip so that unsigned order is total_cmp order: negatives reversed, then positives.
-            let ordered = if bits >> 63 == 1 { !bits } else { bits | 1 << 63 };
+            let ordered = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits | 1 << 63
+            };
             let ordered = if descending { !ordered } else { ordered };
             (u128::from(ordered) << 63) | u128::from(position)
         }
@@ -123,17 +140,28 @@ impl ExecutionPlan for OrderKeyExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(Self::new(children.swap_remove(0), self.score, self.descending)))
+        Ok(Arc::new(Self::new(
+            children.swap_remove(0),
+            self.score,
+            self.descending,
+        )))
     }
 
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let base = (partition as u64) << ROW_BITS;
         let (schema, score, descending) = (Arc::clone(&self.schema), self.score, self.descending);
         let mut next_row = 0u64;
@@ -144,14 +172,21 @@ impl ExecutionPlan for OrderKeyExec {
             let start = base + next_row;
             next_row += batch.num_rows() as u64;
             let keys = Decimal128Array::from_iter_values((0..batch.num_rows()).map(|i| {
-                order_key(scores.is_valid(i).then(|| scores.value(i)), descending, start + i as u64)
+                order_key(
+                    scores.is_valid(i).then(|| scores.value(i)),
+                    descending,
+                    start + i as u64,
+                )
             }));
             let mut columns = batch.columns().to_vec();
             columns.remove(score);
             columns.push(Arc::new(keys.with_precision_and_scale(38, 0)?));
             Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
     }
 }
 
@@ -161,10 +196,22 @@ mod tests {
 
     #[test]
     fn keys_order_by_score_then_position() {
-        let scores = [f64::NEG_INFINITY, -2.5, -0.0, 0.0, 1e-300, 3.0, f64::INFINITY, f64::NAN];
+        let scores = [
+            f64::NEG_INFINITY,
+            -2.5,
+            -0.0,
+            0.0,
+            1e-300,
+            3.0,
+            f64::INFINITY,
+            f64::NAN,
+        ];
         for descending in [false, true] {
-            let mut keyed: Vec<(i128, usize)> =
-                scores.iter().enumerate().map(|(i, s)| (order_key(Some(*s), descending, 7), i)).collect();
+            let mut keyed: Vec<(i128, usize)> = scores
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (order_key(Some(*s), descending, 7), i))
+                .collect();
             keyed.sort();
             let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
             let mut expected: Vec<usize> = (0..scores.len()).collect();
@@ -175,14 +222,26 @@ mod tests {
         }
         let max_position = (1 << 63) - 1;
         assert!(order_key(Some(1.0), false, 1) < order_key(Some(1.0), false, 2));
-        assert!(order_key(Some(1.0), true, 1) < order_key(Some(1.0), true, 2), "ties keep input order");
+        assert!(
+            order_key(Some(1.0), true, 1) < order_key(Some(1.0), true, 2),
+            "ties keep input order"
+        );
         assert!(order_key(Some(1.0), false, max_position) < order_key(Some(1.5), false, 0));
         for descending in [false, true] {
-            let last_score = order_key(Some(f64::NAN), descending, max_position)
-                .max(order_key(Some(f64::NEG_INFINITY), descending, max_position));
-            assert!(last_score < order_key(None, descending, 0), "NULLs after every score");
+            let last_score = order_key(Some(f64::NAN), descending, max_position).max(order_key(
+                Some(f64::NEG_INFINITY),
+                descending,
+                max_position,
+            ));
+            assert!(
+                last_score < order_key(None, descending, 0),
+                "NULLs after every score"
+            );
             assert!(order_key(None, descending, 3) < order_key(None, descending, 4));
-            assert!(order_key(Some(f64::NAN), descending, max_position) < 0 && order_key(None, descending, 0) >= 0);
+            assert!(
+                order_key(Some(f64::NAN), descending, max_position) < 0
+                    && order_key(None, descending, 0) >= 0
+            );
         }
     }
 }

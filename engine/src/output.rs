@@ -36,9 +36,9 @@ use datafusion::parquet::file::properties::{WriterProperties, WriterPropertiesBu
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -54,7 +54,10 @@ pub const ROWS_PER_SHARD_OPTION: &str = "format.rows_per_shard";
 
 /// Runs every partition of `plan` at once but yields partition 0's rows, then partition 1's,
 /// and so on: the plan's order, whatever its partitioning.
-pub fn execute_in_order(plan: Arc<dyn ExecutionPlan>, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+pub fn execute_in_order(
+    plan: Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
+) -> DfResult<SendableRecordBatchStream> {
     let partitions = plan.output_partitioning().partition_count();
     if partitions == 1 {
         return plan.execute(0, context);
@@ -84,7 +87,10 @@ pub fn execute_in_order(plan: Arc<dyn ExecutionPlan>, context: Arc<TaskContext>)
         }
         Ok::<_, DataFusionError>(())
     });
-    Ok(Box::pin(RecordBatchStreamAdapter::new(plan.schema(), stream)))
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        plan.schema(),
+        stream,
+    )))
 }
 
 /// One `COPY ... TO` destination and how to write it.
@@ -125,7 +131,9 @@ impl CopyTarget {
     ) -> Result<Self> {
         let rows_per_shard = match options.remove(ROWS_PER_SHARD_OPTION) {
             Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                DeltError::Config(format!("COPY option rows_per_shard must be a positive integer, got '{v}'"))
+                DeltError::Config(format!(
+                    "COPY option rows_per_shard must be a positive integer, got '{v}'"
+                ))
             })?,
             None => DEFAULT_ROWS_PER_SHARD,
         };
@@ -157,8 +165,8 @@ impl CopyTarget {
                 )));
             }
         };
-        let single_file = !destination.ends_with('/')
-            && std::path::Path::new(destination).extension().is_some();
+        let single_file =
+            !destination.ends_with('/') && std::path::Path::new(destination).extension().is_some();
         Ok(Self {
             url: ListingTableUrl::parse(destination)?,
             display: destination.to_string(),
@@ -203,7 +211,12 @@ impl CopyTarget {
         mut stream: SendableRecordBatchStream,
         written: &AtomicU64,
     ) -> std::result::Result<u64, DeltError> {
-        let mut file = OpenFile::create(store, self.url.prefix().clone(), &self.format, stream.schema())?;
+        let mut file = OpenFile::create(
+            store,
+            self.url.prefix().clone(),
+            &self.format,
+            stream.schema(),
+        )?;
         let outcome = async {
             while let Some(batch) = stream.try_next().await? {
                 file.write(&batch).await?;
@@ -229,7 +242,9 @@ impl CopyTarget {
     ) -> std::result::Result<u64, DeltError> {
         let destination = self.url.prefix().clone();
         let staging = staging_dir(&destination);
-        let outcome = self.stage_shards(Arc::clone(&store), &staging, stream, written).await;
+        let outcome = self
+            .stage_shards(Arc::clone(&store), &staging, stream, written)
+            .await;
         let result = match outcome {
             Ok(shards) => self.publish(store.as_ref(), &destination, &shards).await,
             Err(e) => Err(e),
@@ -250,7 +265,9 @@ impl CopyTarget {
         let mut shards: Vec<(Path, u64)> = Vec::new();
         let mut open: Option<OpenFile> = None;
         let new_shard = |index: usize| {
-            let path = staging.clone().join(format!("{index:010}.{}", self.format.extension()));
+            let path = staging
+                .clone()
+                .join(format!("{index:010}.{}", self.format.extension()));
             OpenFile::create(Arc::clone(&store), path, &self.format, Arc::clone(&schema))
         };
         let outcome = async {
@@ -312,8 +329,13 @@ impl CopyTarget {
         let width = shards.len().saturating_sub(1).to_string().len().max(5);
         let mut published = Vec::with_capacity(shards.len());
         for (index, (staged, _)) in shards.iter().enumerate() {
-            let target = destination.clone().join(format!("part-{index:0width$}.{extension}"));
-            store.rename(staged, &target).await.map_err(DataFusionError::from)?;
+            let target = destination
+                .clone()
+                .join(format!("part-{index:0width$}.{extension}"));
+            store
+                .rename(staged, &target)
+                .await
+                .map_err(DataFusionError::from)?;
             published.push(target);
         }
         for old in previous.iter().filter(|p| !published.contains(p)) {
@@ -342,7 +364,10 @@ fn is_shard_name(name: &str, extension: &str) -> bool {
 
 /// A hidden directory beside `destination`, unique to this run.
 fn staging_dir(destination: &Path) -> Path {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let name = destination.filename().unwrap_or("output");
     let tag = format!(".delt-staging-{}-{nanos}-{name}", std::process::id());
     let mut parts: Vec<_> = destination.parts().collect();
@@ -380,13 +405,21 @@ enum Encoder {
     Parquet(Box<ParallelParquetWriter>),
     /// JSON lines or CSV: each batch is encoded on a blocking thread while the next ones
     /// arrive; the bytes go out in batch order.
-    Text { format: TextFormat, encoding: VecDeque<JoinHandle<DfResult<Vec<u8>>>>, header_done: bool },
+    Text {
+        format: TextFormat,
+        encoding: VecDeque<JoinHandle<DfResult<Vec<u8>>>>,
+        header_done: bool,
+    },
 }
 
 impl Encoder {
     /// What is left of an encoder after `finish`: nothing to write.
     fn finished() -> Self {
-        Self::Text { format: TextFormat::Json, encoding: VecDeque::new(), header_done: true }
+        Self::Text {
+            format: TextFormat::Json,
+            encoding: VecDeque::new(),
+            header_done: true,
+        }
     }
 }
 
@@ -407,25 +440,45 @@ fn encode_text(format: &TextFormat, batch: &RecordBatch, header: bool) -> DfResu
             writer.write(batch)?;
             writer.finish()?;
         }
-        TextFormat::Csv(builder) => builder.clone().with_header(header).build(&mut buffer).write(batch)?,
+        TextFormat::Csv(builder) => builder
+            .clone()
+            .with_header(header)
+            .build(&mut buffer)
+            .write(batch)?,
     }
     Ok(buffer)
 }
 
 impl OpenFile {
-    fn create(store: Arc<dyn ObjectStore>, path: Path, format: &Format, schema: SchemaRef) -> Result<Self> {
+    fn create(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        format: &Format,
+        schema: SchemaRef,
+    ) -> Result<Self> {
         let encoder = match format {
-            Format::Parquet(props) => {
-                Encoder::Parquet(Box::new(ParallelParquetWriter::try_new(Arc::clone(&schema), props.clone())?))
-            }
-            Format::Json => Encoder::Text { format: TextFormat::Json, encoding: VecDeque::new(), header_done: false },
+            Format::Parquet(props) => Encoder::Parquet(Box::new(ParallelParquetWriter::try_new(
+                Arc::clone(&schema),
+                props.clone(),
+            )?)),
+            Format::Json => Encoder::Text {
+                format: TextFormat::Json,
+                encoding: VecDeque::new(),
+                header_done: false,
+            },
             Format::Csv(options) => Encoder::Text {
                 format: TextFormat::Csv(options.writer_options.clone()),
                 encoding: VecDeque::new(),
                 header_done: false,
             },
         };
-        Ok(Self { upload: BufWriter::new(store, path.clone()), path, schema, encoder, rows: 0 })
+        Ok(Self {
+            upload: BufWriter::new(store, path.clone()),
+            path,
+            schema,
+            encoder,
+            rows: 0,
+        })
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -435,11 +488,17 @@ impl OpenFile {
                 let bytes = writer.write(batch).await?;
                 self.put(bytes).await
             }
-            Encoder::Text { format, encoding, header_done } => {
+            Encoder::Text {
+                format,
+                encoding,
+                header_done,
+            } => {
                 let header = matches!(format, TextFormat::Csv(b) if b.header()) && !*header_done;
                 *header_done = true;
                 let (format, batch) = (format.clone(), batch.clone());
-                encoding.push_back(tokio::task::spawn_blocking(move || encode_text(&format, &batch, header)));
+                encoding.push_back(tokio::task::spawn_blocking(move || {
+                    encode_text(&format, &batch, header)
+                }));
                 self.drain_text(TEXT_IN_FLIGHT).await
             }
         }
@@ -448,19 +507,26 @@ impl OpenFile {
     /// Writes out encoded text batches until at most `keep` are still encoding.
     async fn drain_text(&mut self, keep: usize) -> Result<()> {
         loop {
-            let Encoder::Text { encoding, .. } = &mut self.encoder else { return Ok(()) };
+            let Encoder::Text { encoding, .. } = &mut self.encoder else {
+                return Ok(());
+            };
             if encoding.len() <= keep {
                 return Ok(());
             }
             let task = encoding.pop_front().expect("more than `keep` tasks");
-            let bytes = task.await.map_err(|e| DataFusionError::External(Box::new(e)))??;
+            let bytes = task
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??;
             self.put(bytes).await?;
         }
     }
 
     async fn put(&mut self, bytes: Vec<u8>) -> Result<()> {
         if !bytes.is_empty() {
-            self.upload.put(Bytes::from(bytes)).await.map_err(DataFusionError::from)?;
+            self.upload
+                .put(Bytes::from(bytes))
+                .await
+                .map_err(DataFusionError::from)?;
         }
         Ok(())
     }
@@ -468,12 +534,19 @@ impl OpenFile {
     /// Completes the file; returns its row count.
     async fn finish(mut self) -> Result<u64> {
         let rows = self.rows;
-        if let Encoder::Text { format: TextFormat::Csv(_), header_done: false, .. } = &self.encoder {
+        if let Encoder::Text {
+            format: TextFormat::Csv(_),
+            header_done: false,
+            ..
+        } = &self.encoder
+        {
             // No rows came: an empty batch still writes the header line.
-            self.write(&RecordBatch::new_empty(Arc::clone(&self.schema))).await?;
+            self.write(&RecordBatch::new_empty(Arc::clone(&self.schema)))
+                .await?;
         }
         self.drain_text(0).await?;
-        if let Encoder::Parquet(writer) = std::mem::replace(&mut self.encoder, Encoder::finished()) {
+        if let Encoder::Parquet(writer) = std::mem::replace(&mut self.encoder, Encoder::finished())
+        {
             let tail = writer.finish().await?;
             self.put(tail).await?;
         }
@@ -505,7 +578,10 @@ mod tests {
     #[test]
     fn staging_is_beside_destination() {
         let staging = staging_dir(&Path::from("data/out"));
-        assert!(staging.as_ref().starts_with("data/.delt-staging-"), "{staging}");
+        assert!(
+            staging.as_ref().starts_with("data/.delt-staging-"),
+            "{staging}"
+        );
         assert!(staging.as_ref().ends_with("-out"));
     }
 }

@@ -13,7 +13,9 @@ impl Params {
     pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Self> {
         let mut map = BTreeMap::new();
         for arg in args {
-            let (name, value) = arg.split_once('=').ok_or_else(|| DeltError::BadParam(arg.into()))?;
+            let (name, value) = arg
+                .split_once('=')
+                .ok_or_else(|| DeltError::BadParam(arg.into()))?;
             if !is_param_name(name) {
                 return Err(DeltError::BadParam(arg.into()));
             }
@@ -68,7 +70,9 @@ mod tests {
     fn substitutes_and_reports_missing() {
         let params = Params::parse(["path=a=b.parquet", "L=3"]).unwrap();
         assert_eq!(
-            params.substitute("SELECT * FROM '${path}' ORDER BY fold_order(s, ${L}) -- $1 ${ x }").unwrap(),
+            params
+                .substitute("SELECT * FROM '${path}' ORDER BY fold_order(s, ${L}) -- $1 ${ x }")
+                .unwrap(),
             "SELECT * FROM 'a=b.parquet' ORDER BY fold_order(s, 3) -- $1 ${ x }"
         );
         let err = params.substitute("${ratio}").unwrap_err();

@@ -12,7 +12,9 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
+use datafusion::parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::writer::SerializedFileWriter;
 use tokio::task::JoinHandle;
@@ -35,8 +37,12 @@ pub struct ParallelParquetWriter {
 impl ParallelParquetWriter {
     /// A writer of `schema` rows with `props` (row group size, compression, ...).
     pub fn try_new(schema: SchemaRef, props: WriterProperties) -> Result<Self> {
-        let row_group_rows = props.max_row_group_row_count().unwrap_or(1024 * 1024).max(1);
-        let (file, factory) = ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(props))?.into_serialized_writer()?;
+        let row_group_rows = props
+            .max_row_group_row_count()
+            .unwrap_or(1024 * 1024)
+            .max(1);
+        let (file, factory) = ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(props))?
+            .into_serialized_writer()?;
         Ok(Self {
             file,
             factory: Arc::new(factory),
@@ -83,14 +89,25 @@ impl ParallelParquetWriter {
     fn start_row_group(&mut self) {
         let batches = std::mem::take(&mut self.filling);
         self.filling_rows = 0;
-        let (factory, schema, index) = (Arc::clone(&self.factory), Arc::clone(&self.schema), self.started);
+        let (factory, schema, index) = (
+            Arc::clone(&self.factory),
+            Arc::clone(&self.schema),
+            self.started,
+        );
         self.started += 1;
-        self.encoding.push_back(tokio::task::spawn_blocking(move || encode(&factory, &schema, index, &batches)));
+        self.encoding
+            .push_back(tokio::task::spawn_blocking(move || {
+                encode(&factory, &schema, index, &batches)
+            }));
     }
 
     async fn append_oldest(&mut self) -> Result<()> {
-        let Some(task) = self.encoding.pop_front() else { return Ok(()) };
-        let chunks = task.await.map_err(|e| DataFusionError::External(Box::new(e)))??;
+        let Some(task) = self.encoding.pop_front() else {
+            return Ok(());
+        };
+        let chunks = task
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
         let mut row_group = self.file.next_row_group()?;
         for chunk in chunks {
             chunk.append_to_row_group(&mut row_group)?;
@@ -112,9 +129,14 @@ fn encode(
         let mut next = writers.iter_mut();
         for (field, column) in schema.fields().iter().zip(batch.columns()) {
             for leaf in compute_leaves(field, column)? {
-                next.next().expect("one writer per leaf column").write(&leaf)?;
+                next.next()
+                    .expect("one writer per leaf column")
+                    .write(&leaf)?;
             }
         }
     }
-    Ok(writers.into_iter().map(|w| w.close()).collect::<Result<Vec<_>, _>>()?)
+    Ok(writers
+        .into_iter()
+        .map(|w| w.close())
+        .collect::<Result<Vec<_>, _>>()?)
 }

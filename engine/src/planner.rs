@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::catalog::Session;
 use datafusion::error::Result;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use datafusion::catalog::Session;
 
 use crate::fold::{FoldExec, FoldMode};
 use crate::order_key::OrderKeyExec;
@@ -55,7 +55,11 @@ impl ExtensionPlanner for DeltExtensionPlanner {
         Ok(Some(match node.stage() {
             Stage::Fold { layers, mode } => {
                 let score = input.schema().fields().len() - 1;
-                let keyed = Arc::new(OrderKeyExec::new(input, score, mode == FoldMode::Descending));
+                let keyed = Arc::new(OrderKeyExec::new(
+                    input,
+                    score,
+                    mode == FoldMode::Descending,
+                ));
                 Arc::new(FoldExec::new(keyed, layers, mode))
             }
             Stage::Select(selection) => Arc::new(SelectExec::new(input, selection)),

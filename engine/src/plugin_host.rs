@@ -16,14 +16,16 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StructArray};
-use datafusion::arrow::compute::{cast, nullif};
 use datafusion::arrow::compute::kernels::boolean::or;
+use datafusion::arrow::compute::{cast, nullif};
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema, from_ffi, to_ffi};
 use datafusion::common::{exec_err, plan_err};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use delt_plugin::{FunctionSpec, Manifest, Options, symbols};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
@@ -41,14 +43,24 @@ pub enum PluginError {
     #[error("{path} is not a delt plugin: {reason}")]
     NotAPlugin { path: PathBuf, reason: String },
     /// Built against another ABI version.
-    #[error("plugin {path} was built for delt plugin ABI {found}, this delt speaks {expected}: rebuild it with a matching delt-plugin SDK")]
-    AbiMismatch { path: PathBuf, found: u32, expected: u32 },
+    #[error(
+        "plugin {path} was built for delt plugin ABI {found}, this delt speaks {expected}: rebuild it with a matching delt-plugin SDK"
+    )]
+    AbiMismatch {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     /// The manifest is not valid JSON of the expected shape.
     #[error("plugin {path} has an invalid manifest: {reason}")]
     BadManifest { path: PathBuf, reason: String },
     /// No function of that name.
     #[error("plugin {path} has no function '{function}' (it has: {available})")]
-    NoSuchFunction { path: PathBuf, function: String, available: String },
+    NoSuchFunction {
+        path: PathBuf,
+        function: String,
+        available: String,
+    },
 }
 
 /// The ABI entry points of a loaded library.
@@ -63,12 +75,21 @@ struct Api {
 ///
 /// # Safety
 /// `T` must be the type the symbol has.
-unsafe fn symbol<T: Copy>(library: &libloading::Library, name: &[u8], path: &Path) -> Result<T, PluginError> {
+unsafe fn symbol<T: Copy>(
+    library: &libloading::Library,
+    name: &[u8],
+    path: &Path,
+) -> Result<T, PluginError> {
     // SAFETY: forwarded to the caller.
-    unsafe { library.get::<T>(name) }.map(|s| *s).map_err(|_| PluginError::NotAPlugin {
-        path: path.to_path_buf(),
-        reason: format!("it does not export {}", String::from_utf8_lossy(&name[..name.len() - 1])),
-    })
+    unsafe { library.get::<T>(name) }
+        .map(|s| *s)
+        .map_err(|_| PluginError::NotAPlugin {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it does not export {}",
+                String::from_utf8_lossy(&name[..name.len() - 1])
+            ),
+        })
 }
 
 /// A loaded plugin library.
@@ -82,7 +103,10 @@ pub struct PluginLibrary {
 
 impl fmt::Debug for PluginLibrary {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.debug_struct("PluginLibrary").field("path", &self.path).field("manifest", &self.manifest).finish()
+        f.debug_struct("PluginLibrary")
+            .field("path", &self.path)
+            .field("manifest", &self.manifest)
+            .finish()
     }
 }
 
@@ -93,8 +117,11 @@ impl PluginLibrary {
             return Err(PluginError::NotFound(path.to_path_buf()));
         }
         // SAFETY: loading runs the library's initialisers; that is the point of a plugin.
-        let library = unsafe { libloading::Library::new(path) }
-            .map_err(|e| PluginError::NotAPlugin { path: path.to_path_buf(), reason: e.to_string() })?;
+        let library =
+            unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::NotAPlugin {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         // SAFETY: each symbol is read with the type the ABI gives it.
         let (version, manifest, api) = unsafe {
             let version: delt_plugin::AbiVersionFn = symbol(&library, symbols::ABI_VERSION, path)?;
@@ -108,9 +135,16 @@ impl PluginLibrary {
             (version(), manifest, api)
         };
         if version != delt_plugin::ABI_VERSION {
-            return Err(PluginError::AbiMismatch { path: path.to_path_buf(), found: version, expected: delt_plugin::ABI_VERSION });
+            return Err(PluginError::AbiMismatch {
+                path: path.to_path_buf(),
+                found: version,
+                expected: delt_plugin::ABI_VERSION,
+            });
         }
-        let bad_manifest = |reason: String| PluginError::BadManifest { path: path.to_path_buf(), reason };
+        let bad_manifest = |reason: String| PluginError::BadManifest {
+            path: path.to_path_buf(),
+            reason,
+        };
         // SAFETY: the ABI says the manifest is a static NUL-terminated string.
         let text = unsafe {
             let raw = manifest();
@@ -119,8 +153,14 @@ impl PluginLibrary {
             }
             CStr::from_ptr(raw)
         };
-        let manifest: Manifest = serde_json::from_slice(text.to_bytes()).map_err(|e| bad_manifest(e.to_string()))?;
-        Ok(Arc::new(Self { path: path.to_path_buf(), manifest, api, _library: library }))
+        let manifest: Manifest =
+            serde_json::from_slice(text.to_bytes()).map_err(|e| bad_manifest(e.to_string()))?;
+        Ok(Arc::new(Self {
+            path: path.to_path_buf(),
+            manifest,
+            api,
+            _library: library,
+        }))
     }
 
     /// What the library provides.
@@ -135,11 +175,19 @@ impl PluginLibrary {
 
     /// The spec of `function`.
     pub fn function(&self, function: &str) -> Result<&FunctionSpec, PluginError> {
-        self.manifest.find(function).ok_or_else(|| PluginError::NoSuchFunction {
-            path: self.path.clone(),
-            function: function.to_string(),
-            available: self.manifest.functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
-        })
+        self.manifest
+            .find(function)
+            .ok_or_else(|| PluginError::NoSuchFunction {
+                path: self.path.clone(),
+                function: function.to_string(),
+                available: self
+                    .manifest
+                    .functions
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// Takes an error message written by the plugin.
@@ -164,8 +212,16 @@ impl PluginLibrary {
         // SAFETY: valid strings and error slot, as the ABI asks.
         let handle = unsafe { (self.api.create)(name.as_ptr(), options.as_ptr(), &mut error) };
         match NonNull::new(handle) {
-            Some(handle) => Ok(Instance { library: Arc::clone(self), function: function.to_string(), handle }),
-            None => plan_err!("plugin {} could not create {function}: {}", self.path.display(), self.take_error(error)),
+            Some(handle) => Ok(Instance {
+                library: Arc::clone(self),
+                function: function.to_string(),
+                handle,
+            }),
+            None => plan_err!(
+                "plugin {} could not create {function}: {}",
+                self.path.display(),
+                self.take_error(error)
+            ),
         }
     }
 }
@@ -184,11 +240,21 @@ unsafe impl Send for Instance {}
 impl Instance {
     /// Scores `args` (one array per argument, of the declared types, `rows` rows each);
     /// checks that the result has `rows` values of type `returns`.
-    pub fn score(&mut self, args: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
+    pub fn score(
+        &mut self,
+        args: &[ArrayRef],
+        rows: usize,
+        returns: &DataType,
+    ) -> Result<ArrayRef> {
         let fields: Vec<(Arc<Field>, ArrayRef)> = args
             .iter()
             .enumerate()
-            .map(|(i, a)| (Arc::new(Field::new(format!("arg{i}"), a.data_type().clone(), true)), Arc::clone(a)))
+            .map(|(i, a)| {
+                (
+                    Arc::new(Field::new(format!("arg{i}"), a.data_type().clone(), true)),
+                    Arc::clone(a),
+                )
+            })
             .collect();
         let input = if fields.is_empty() {
             StructArray::new_empty_fields(rows, None)
@@ -203,21 +269,32 @@ impl Instance {
         // SAFETY: the input structs are moved to the plugin (it releases them); the output
         // structs are ours once it returns 0.
         let status = unsafe {
-            (lib.api.score)(self.handle.as_ptr(), &mut array, &mut schema, &mut out_array, &mut out_schema, &mut error)
+            (lib.api.score)(
+                self.handle.as_ptr(),
+                &mut array,
+                &mut schema,
+                &mut out_array,
+                &mut out_schema,
+                &mut error,
+            )
         };
         let who = format!("plugin {} function {}", lib.path.display(), self.function);
         if status != 0 {
             return exec_err!("{who} failed: {}", lib.take_error(error));
         }
         // SAFETY: a successful call filled both output structs.
-        let data = unsafe { from_ffi(out_array, &out_schema) }
-            .map_err(|e| DataFusionError::Execution(format!("{who} returned an invalid array: {e}")))?;
+        let data = unsafe { from_ffi(out_array, &out_schema) }.map_err(|e| {
+            DataFusionError::Execution(format!("{who} returned an invalid array: {e}"))
+        })?;
         let scores = datafusion::arrow::array::make_array(data);
         if scores.len() != rows {
             return exec_err!("{who} returned {} values for {rows} rows", scores.len());
         }
         if scores.data_type() != returns {
-            return exec_err!("{who} returned {} values, its manifest promises {returns}", scores.data_type());
+            return exec_err!(
+                "{who} returned {} values, its manifest promises {returns}",
+                scores.data_type()
+            );
         }
         Ok(scores)
     }
@@ -246,7 +323,9 @@ impl Default for FunctionSettings {
         Self {
             options: Options::new(),
             batch_size: DEFAULT_BATCH_SIZE,
-            concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
@@ -271,10 +350,16 @@ impl PluginFunction {
         function: &str,
         settings: FunctionSettings,
     ) -> Result<Self> {
-        let spec = library.function(function).map_err(|e| DataFusionError::Plan(e.to_string()))?.clone();
+        let spec = library
+            .function(function)
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?
+            .clone();
         let first = library.instance(function, &settings.options)?;
         // DataFusion coerces arguments to these types (for example Utf8View to Utf8).
-        let signature = Signature::exact(spec.args.iter().map(|a| a.data_type()).collect(), Volatility::Immutable);
+        let signature = Signature::exact(
+            spec.args.iter().map(|a| a.data_type()).collect(),
+            Volatility::Immutable,
+        );
         Ok(Self {
             sql_name: sql_name.to_string(),
             spec,
@@ -298,7 +383,13 @@ impl PluginFunction {
 
 impl fmt::Debug for PluginFunction {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PluginFunction({} = {}#{})", self.sql_name, self.library.path.display(), self.spec.name)
+        write!(
+            f,
+            "PluginFunction({} = {}#{})",
+            self.sql_name,
+            self.library.path.display(),
+            self.spec.name
+        )
     }
 }
 
@@ -335,7 +426,10 @@ impl ScalarUDFImpl for PluginFunction {
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        exec_err!("{} is a plugin function and runs asynchronously", self.sql_name)
+        exec_err!(
+            "{} is a plugin function and runs asynchronously",
+            self.sql_name
+        )
     }
 }
 
@@ -365,11 +459,17 @@ impl AsyncScalarUDFImpl for PluginFunction {
                 });
             }
         }
-        let _permit = self.permits.acquire().await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let reused = self.idle.lock().expect("instance pool").pop();
         let mut instance = match reused {
             Some(instance) => instance,
-            None => self.library.instance(&self.spec.name, &self.settings.options)?,
+            None => self
+                .library
+                .instance(&self.spec.name, &self.settings.options)?,
         };
         let returns = self.returns();
         let score = move || {
@@ -379,10 +479,13 @@ impl AsyncScalarUDFImpl for PluginFunction {
         // Scoring blocks: on a multi-threaded runtime, score on this worker after handing its
         // other tasks to the rest of the pool (no thread switch per batch); otherwise move
         // the call to the blocking pool.
-        let (instance, scores) = if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        let (instance, scores) = if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread
+        {
             tokio::task::block_in_place(score)
         } else {
-            tokio::task::spawn_blocking(score).await.map_err(|e| DataFusionError::External(Box::new(e)))?
+            tokio::task::spawn_blocking(score)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
         };
         self.idle.lock().expect("instance pool").push(instance);
         let scores = scores?;
@@ -418,10 +521,17 @@ impl PluginRegistry {
 pub fn libraries_in(path_list: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for dir in std::env::split_paths(path_list) {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut libs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("so" | "dylib" | "dll")))
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("so" | "dylib" | "dll")
+                )
+            })
             .collect();
         libs.sort();
         found.extend(libs);

@@ -19,10 +19,15 @@ impl Progress {
     pub fn start(plan: &Arc<dyn ExecutionPlan>, enabled: bool) -> Self {
         let written = Arc::new(AtomicU64::new(0));
         if !enabled || !std::io::stderr().is_terminal() {
-            return Self { written, ticker: None };
+            return Self {
+                written,
+                ticker: None,
+            };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"),
+        );
         let (plan, shown, counter) = (Arc::clone(plan), bar.clone(), Arc::clone(&written));
         let started = Instant::now();
         let task = tokio::spawn(async move {
@@ -37,7 +42,10 @@ impl Progress {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        Self { written, ticker: Some((bar, task)) }
+        Self {
+            written,
+            ticker: Some((bar, task)),
+        }
     }
 
     /// The counter that writers bump for every row they write.

@@ -56,7 +56,8 @@ fn call_args<'a>(expr: &'a Expr, name: &str) -> Option<&'a [Expr]> {
 }
 
 fn mentions(expr: &Expr, names: &[&str]) -> bool {
-    expr.exists(|e| Ok(names.iter().any(|name| call_args(e, name).is_some()))).unwrap_or(false)
+    expr.exists(|e| Ok(names.iter().any(|name| call_args(e, name).is_some())))
+        .unwrap_or(false)
 }
 
 fn rewrite_sort(sort: Sort) -> Result<Transformed<LogicalPlan>> {
@@ -64,13 +65,19 @@ fn rewrite_sort(sort: Sort) -> Result<Transformed<LogicalPlan>> {
     if !sort.expr.iter().any(|s| mentions(&s.expr, &orderings)) {
         return Ok(Transformed::no(LogicalPlan::Sort(sort)));
     }
-    let Some(name) = orderings.into_iter().find(|n| call_args(&sort.expr[0].expr, n).is_some()) else {
+    let Some(name) = orderings
+        .into_iter()
+        .find(|n| call_args(&sort.expr[0].expr, n).is_some())
+    else {
         return plan_err!(
             "fold_order/shuffle_order must be a whole ORDER BY key, not part of an expression"
         );
     };
     if sort.expr.len() > 1 {
-        return plan_err!("{name}(...) must be the only ORDER BY key, found {} keys", sort.expr.len());
+        return plan_err!(
+            "{name}(...) must be the only ORDER BY key, found {} keys",
+            sort.expr.len()
+        );
     }
     let SortExpr { expr, asc, .. } = &sort.expr[0];
     if !asc {
@@ -87,7 +94,9 @@ fn rewrite_sort(sort: Sort) -> Result<Transformed<LogicalPlan>> {
         plan_shuffle(input, args)?
     };
     let plan = match sort.fetch {
-        Some(fetch) => LogicalPlanBuilder::from(plan).limit(0, Some(fetch))?.build()?,
+        Some(fetch) => LogicalPlanBuilder::from(plan)
+            .limit(0, Some(fetch))?
+            .build()?,
         None => plan,
     };
     Ok(Transformed::yes(plan))
@@ -110,14 +119,20 @@ fn plan_fold(input: LogicalPlan, args: &[Expr]) -> Result<LogicalPlan> {
     };
     let mode = match mode {
         None => FoldMode::Ascending,
-        Some(Expr::Literal(ScalarValue::Utf8(Some(m)) | ScalarValue::Utf8View(Some(m)), _)) => {
-            m.parse().map_err(|e| datafusion::error::DataFusionError::Plan(format!("fold_order: {e}")))?
-        }
+        Some(Expr::Literal(ScalarValue::Utf8(Some(m)) | ScalarValue::Utf8View(Some(m)), _)) => m
+            .parse()
+            .map_err(|e| datafusion::error::DataFusionError::Plan(format!("fold_order: {e}")))?,
         Some(other) => {
-            return plan_err!("fold_order: the mode must be a string literal ('asc', 'desc' or 'zigzag'), got {other}");
+            return plan_err!(
+                "fold_order: the mode must be a string literal ('asc', 'desc' or 'zigzag'), got {other}"
+            );
         }
     };
-    Ok(extension(StageNode::try_new(input, score.clone(), Stage::Fold { layers, mode })?))
+    Ok(extension(StageNode::try_new(
+        input,
+        score.clone(),
+        Stage::Fold { layers, mode },
+    )?))
 }
 
 fn plan_shuffle(input: LogicalPlan, args: &[Expr]) -> Result<LogicalPlan> {
@@ -134,7 +149,9 @@ fn plan_shuffle(input: LogicalPlan, args: &[Expr]) -> Result<LogicalPlan> {
         Arc::new(ScalarUDF::new_from_impl(ShuffleKey::new())),
         key_args,
     ));
-    LogicalPlanBuilder::from(input).sort(vec![key.sort(true, false)])?.build()
+    LogicalPlanBuilder::from(input)
+        .sort(vec![key.sort(true, false)])?
+        .build()
 }
 
 fn rewrite_filter(filter: Filter) -> Result<Transformed<LogicalPlan>> {
@@ -145,7 +162,10 @@ fn rewrite_filter(filter: Filter) -> Result<Transformed<LogicalPlan>> {
     let mut calls = Vec::new();
     let mut others = Vec::new();
     for conjunct in split_conjunction(&filter.predicate) {
-        match selections.into_iter().find_map(|n| call_args(conjunct, n).map(|a| (n, a))) {
+        match selections
+            .into_iter()
+            .find_map(|n| call_args(conjunct, n).map(|a| (n, a)))
+        {
             Some(call) => calls.push(call),
             None if mentions(conjunct, &selections) => {
                 return plan_err!(
@@ -157,10 +177,15 @@ fn rewrite_filter(filter: Filter) -> Result<Transformed<LogicalPlan>> {
         }
     }
     let [(name, args)] = calls[..] else {
-        return plan_err!("only one top_k/top_r per WHERE: select in a subquery to chain selections");
+        return plan_err!(
+            "only one top_k/top_r per WHERE: select in a subquery to chain selections"
+        );
     };
     let [score, amount] = args else {
-        return plan_err!("{name} takes two arguments: (score, {})", if name == TOP_K { "k" } else { "r" });
+        return plan_err!(
+            "{name} takes two arguments: (score, {})",
+            if name == TOP_K { "k" } else { "r" }
+        );
     };
     let input = Arc::unwrap_or_clone(filter.input);
     check_numeric(name, score, &input)?;
@@ -172,18 +197,26 @@ fn rewrite_filter(filter: Filter) -> Result<Transformed<LogicalPlan>> {
     } else {
         match float_literal(amount) {
             Some(r) if (0.0..=1.0).contains(&r) => Selection::TopR(r),
-            _ => return plan_err!("top_r: r must be a number literal between 0 and 1, got {amount}"),
+            _ => {
+                return plan_err!("top_r: r must be a number literal between 0 and 1, got {amount}");
+            }
         }
     };
     let input = match conjunction(others) {
         Some(predicate) => LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(input))?),
         None => input,
     };
-    Ok(Transformed::yes(extension(StageNode::try_new(input, score.clone(), Stage::Select(selection))?)))
+    Ok(Transformed::yes(extension(StageNode::try_new(
+        input,
+        score.clone(),
+        Stage::Select(selection),
+    )?)))
 }
 
 fn extension(node: impl UserDefinedLogicalNode + 'static) -> LogicalPlan {
-    LogicalPlan::Extension(Extension { node: Arc::new(node) })
+    LogicalPlan::Extension(Extension {
+        node: Arc::new(node),
+    })
 }
 
 fn check_numeric(function: &str, score: &Expr, input: &LogicalPlan) -> Result<()> {

@@ -100,11 +100,18 @@ impl Runner {
     /// Runs the statements of `sql`; `origin` (a file name) appears in errors.
     pub async fn run_source(&mut self, sql: &str, origin: &str) -> Result<()> {
         let sql = self.params.substitute(sql)?;
-        let statements = DFParser::parse_sql(&sql)
-            .map_err(|e| DeltError::Config(format!("{origin}: SQL syntax error: {}", DeltError::from(e))))?;
+        let statements = DFParser::parse_sql(&sql).map_err(|e| {
+            DeltError::Config(format!(
+                "{origin}: SQL syntax error: {}",
+                DeltError::from(e)
+            ))
+        })?;
         for (index, statement) in statements.into_iter().enumerate() {
             let text = statement.to_string();
-            let outcome = match AssertUnwindSafe(self.run_statement(statement)).catch_unwind().await {
+            let outcome = match AssertUnwindSafe(self.run_statement(statement))
+                .catch_unwind()
+                .await
+            {
                 Ok(outcome) => outcome,
                 Err(payload) => Err(self.explain_panic(&text, payload).await),
             };
@@ -124,7 +131,9 @@ impl Runner {
             Err(e) => return Err(self.explain_missing_path(e).await),
         };
         match plan {
-            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => self.create_external_table(*cmd).await,
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
+                self.create_external_table(*cmd).await
+            }
             LogicalPlan::Copy(copy) => self.copy(copy).await,
             plan @ (LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_)) => {
                 self.ctx.execute_logical_plan(plan).await?.collect().await?;
@@ -190,12 +199,18 @@ impl Runner {
         let stream = execute_in_order(plan, self.ctx.task_ctx())?;
         let rows = match target.write(store, stream, progress.written()).await {
             Ok(rows) => rows,
-            Err(DeltError::Output { destination, source }) => {
+            Err(DeltError::Output {
+                destination,
+                source,
+            }) => {
                 let source = match *source {
                     DeltError::DataFusion(e) => diagnose::explain(&self.ctx, &inputs, e).await,
                     other => other,
                 };
-                return Err(DeltError::Output { destination, source: Box::new(source) });
+                return Err(DeltError::Output {
+                    destination,
+                    source: Box::new(source),
+                });
             }
             Err(other) => return Err(other),
         };
@@ -212,10 +227,17 @@ impl Runner {
 
     async fn query(&mut self, plan: LogicalPlan) -> Result<()> {
         let inputs = InputFiles::of_plan(&plan);
-        let physical = self.ctx.execute_logical_plan(plan).await?.create_physical_plan().await?;
+        let physical = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await?
+            .create_physical_plan()
+            .await?;
         let progress = Progress::start(&physical, self.progress);
         let batches: std::result::Result<Vec<RecordBatch>, DataFusionError> =
-            execute_in_order(physical, self.ctx.task_ctx())?.try_collect().await;
+            execute_in_order(physical, self.ctx.task_ctx())?
+                .try_collect()
+                .await;
         drop(progress);
         let batches = match batches {
             Ok(batches) => batches,
@@ -227,15 +249,25 @@ impl Runner {
     fn print(&mut self, batches: &[RecordBatch]) -> Result<()> {
         let out = &mut self.out;
         let written = match self.format {
-            ResultFormat::Table => writeln!(out, "{}", pretty_format_batches(batches).map_err(DataFusionError::from)?)
-                .map_err(DataFusionError::from),
+            ResultFormat::Table => writeln!(
+                out,
+                "{}",
+                pretty_format_batches(batches).map_err(DataFusionError::from)?
+            )
+            .map_err(DataFusionError::from),
             ResultFormat::Csv => {
                 let mut writer = CsvWriterBuilder::new().with_header(true).build(&mut *out);
-                batches.iter().try_for_each(|b| writer.write(b)).map_err(DataFusionError::from)
+                batches
+                    .iter()
+                    .try_for_each(|b| writer.write(b))
+                    .map_err(DataFusionError::from)
             }
             ResultFormat::Json => {
                 let mut writer = LineDelimitedWriter::new(&mut *out);
-                batches.iter().try_for_each(|b| writer.write(b)).map_err(DataFusionError::from)?;
+                batches
+                    .iter()
+                    .try_for_each(|b| writer.write(b))
+                    .map_err(DataFusionError::from)?;
                 writer.finish().map_err(DataFusionError::from)
             }
         };
@@ -254,10 +286,14 @@ impl Runner {
         let quoted: Vec<&str> = sql.split('\'').skip(1).step_by(2).collect();
         let inputs: Vec<InputFiles> = quoted
             .iter()
-            .flat_map(|location| ["parquet", "jsonl"].map(|format| InputFiles::new(location, format)))
+            .flat_map(|location| {
+                ["parquet", "jsonl"].map(|format| InputFiles::new(location, format))
+            })
             .flatten()
             .collect();
-        diagnose::first_problem(&self.ctx, &inputs, None).await.unwrap_or(DeltError::Panic(message))
+        diagnose::first_problem(&self.ctx, &inputs, None)
+            .await
+            .unwrap_or(DeltError::Panic(message))
     }
 
     /// DataFusion reports an unreadable path in `FROM '...'` as a missing table; say why.
@@ -270,25 +306,39 @@ impl Runner {
         let Some(path) = path.filter(|p| p.contains('/') || p.contains('.')) else {
             return error.into();
         };
-        let format = std::path::Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("");
-        let Some(input) = InputFiles::new(path, format) else { return error.into() };
+        let format = std::path::Path::new(path)
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("");
+        let Some(input) = InputFiles::new(path, format) else {
+            return error.into();
+        };
         match input.list(&self.ctx).await {
             Err(e) => DeltError::BadInput(format!("cannot read {path}: {}", DeltError::from(e))),
-            Ok(files) if files.is_empty() => {
-                DeltError::BadInput(format!("{path}: no such file or no files in that directory"))
-            }
+            Ok(files) if files.is_empty() => DeltError::BadInput(format!(
+                "{path}: no such file or no files in that directory"
+            )),
             Ok(_) => error.into(),
         }
     }
 
     /// Registers an S3 store for `location`'s bucket when `aws.*` options are given.
-    fn register_s3(&self, location: &str, aws: &std::collections::HashMap<String, String>) -> Result<()> {
+    fn register_s3(
+        &self,
+        location: &str,
+        aws: &std::collections::HashMap<String, String>,
+    ) -> Result<()> {
         if aws.is_empty() {
             return Ok(());
         }
-        let url = Url::parse(location).ok().filter(|u| u.scheme() == "s3").ok_or_else(|| {
-            DeltError::Config(format!("aws.* options apply to s3:// locations, not '{location}'"))
-        })?;
+        let url = Url::parse(location)
+            .ok()
+            .filter(|u| u.scheme() == "s3")
+            .ok_or_else(|| {
+                DeltError::Config(format!(
+                    "aws.* options apply to s3:// locations, not '{location}'"
+                ))
+            })?;
         self.ctx.register_object_store(&url, s3_store(&url, aws)?);
         Ok(())
     }

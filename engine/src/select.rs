@@ -18,13 +18,15 @@ use std::sync::Arc;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::internal_err;
 use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
@@ -104,7 +106,13 @@ impl SelectExec {
     /// Selects from `input`, a plan whose last column is the score.
     pub fn new(input: Arc<dyn ExecutionPlan>, selection: Selection) -> Self {
         let (schema, properties) = stage_output(&input.schema());
-        Self { input, selection, schema, properties, metrics: ExecutionPlanMetricsSet::new() }
+        Self {
+            input,
+            selection,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 }
 
@@ -155,15 +163,23 @@ impl ExecutionPlan for SelectExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return internal_err!("SelectExec has one partition, asked for {partition}");
         }
         let partitions = self.input.output_partitioning().partition_count();
-        let (sender, mut receiver) = mpsc::channel::<(usize, Result<RecordBatch>)>(2 * partitions.max(1));
+        let (sender, mut receiver) =
+            mpsc::channel::<(usize, Result<RecordBatch>)>(2 * partitions.max(1));
         // Each input partition runs on its own task so upstream work stays parallel.
         let mut tasks = Vec::with_capacity(partitions);
         for p in 0..partitions {
@@ -184,8 +200,7 @@ impl ExecutionPlan for SelectExec {
         let input_schema = self.input.schema();
         let score = input_schema.fields().len() - 1;
         let out_columns: Vec<usize> = (0..score).collect();
-        let mut buffers =
-            BufferSet::new(
+        let mut buffers = BufferSet::new(
             partitions,
             Arc::clone(&input_schema),
             context.runtime_env(),
@@ -223,7 +238,10 @@ impl ExecutionPlan for SelectExec {
             }
             Ok::<_, DataFusionError>(())
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
     }
 }
 
@@ -256,9 +274,18 @@ impl Cut {
         let nth = scores.len() - k;
         let (_, at, _) = scores.select_nth_unstable_by(nth, f64::total_cmp);
         let at = *at;
-        let above = scores.iter().filter(|s| s.total_cmp(&at) == Ordering::Greater).count();
-        let ties = scores.iter().filter(|s| s.total_cmp(&at) == Ordering::Equal).count();
-        Self::At { at, skip_ties: ties - (k - above) }
+        let above = scores
+            .iter()
+            .filter(|s| s.total_cmp(&at) == Ordering::Greater)
+            .count();
+        let ties = scores
+            .iter()
+            .filter(|s| s.total_cmp(&at) == Ordering::Equal)
+            .count();
+        Self::At {
+            at,
+            skip_ties: ties - (k - above),
+        }
     }
 
     /// Which rows of a batch (with these scores) are kept; call for batches in input order.
@@ -266,7 +293,9 @@ impl Cut {
         scores
             .iter()
             .map(|score| {
-                let Some(score) = score else { return Some(false) };
+                let Some(score) = score else {
+                    return Some(false);
+                };
                 Some(match self {
                     Self::Nothing => false,
                     Self::Everything => true,

@@ -68,7 +68,10 @@ impl DeltSession {
             .with_information_schema(true)
             .set_bool("datafusion.optimizer.enable_round_robin_repartition", false)
             // Work stealing lets a partition read files of another: contiguity is lost.
-            .set_bool("datafusion.execution.enable_file_stream_work_stealing", false);
+            .set_bool(
+                "datafusion.execution.enable_file_stream_work_stealing",
+                false,
+            );
         if let Some(threads) = self.threads {
             config = config.with_target_partitions(threads);
         }
@@ -94,10 +97,14 @@ impl DeltSession {
             .with_default_features()
             .with_query_planner(Arc::new(DeltQueryPlanner))
             .with_analyzer_rule(Arc::new(DeltRewrite))
-            .with_function_factory(Some(Arc::new(DeltFunctionFactory::new(Arc::clone(&plugins)))))
+            .with_function_factory(Some(Arc::new(DeltFunctionFactory::new(Arc::clone(
+                &plugins,
+            )))))
             .build();
         state.register_file_format(Arc::new(JsonLinesFormatFactory::default()), false)?;
-        state.table_factories_mut().insert("JSONL".into(), Arc::new(ListingTableFactory::new()));
+        state
+            .table_factories_mut()
+            .insert("JSONL".into(), Arc::new(ListingTableFactory::new()));
         // `SELECT * FROM 'path/or/s3/url.parquet'` works without CREATE EXTERNAL TABLE.
         let ctx = SessionContext::new_with_state(state).enable_url_table();
         for function in crate::functions::all() {
@@ -106,8 +113,12 @@ impl DeltSession {
         for path in &self.plugins {
             let library = plugins.load(path)?;
             for spec in &library.manifest().functions {
-                let function =
-                    PluginFunction::try_new(&spec.name, Arc::clone(&library), &spec.name, FunctionSettings::default())?;
+                let function = PluginFunction::try_new(
+                    &spec.name,
+                    Arc::clone(&library),
+                    &spec.name,
+                    FunctionSettings::default(),
+                )?;
                 ctx.register_udf(function.into_udf());
             }
         }
@@ -117,12 +128,23 @@ impl DeltSession {
 
 /// Parses a size such as `512M`, `2G`, `1.5GiB` or `1000000` (bytes).
 pub fn parse_size(text: &str) -> Result<usize> {
-    let bad = || DeltError::Config(format!("invalid size '{text}': use a number with K, M, G or T, e.g. 2G"));
+    let bad = || {
+        DeltError::Config(format!(
+            "invalid size '{text}': use a number with K, M, G or T, e.g. 2G"
+        ))
+    };
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let number: f64 = number.parse().map_err(|_| bad())?;
-    let scale: f64 = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let scale: f64 = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 1.0,
         "K" => 1024.0,
         "M" => 1024.0 * 1024.0,

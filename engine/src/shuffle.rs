@@ -29,7 +29,9 @@ pub struct ShuffleKey {
 impl ShuffleKey {
     /// The function as registered in a delt session.
     pub fn new() -> Self {
-        Self { signature: Signature::variadic_any(Volatility::Immutable) }
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
     }
 }
 
@@ -58,13 +60,19 @@ impl ScalarUDFImpl for ShuffleKey {
         };
         let seed = match seed {
             ColumnarValue::Scalar(ScalarValue::Int64(Some(seed))) => *seed as u64,
-            other => return exec_err!("{SHUFFLE_KEY}: seed must be an integer literal, got {other:?}"),
+            other => {
+                return exec_err!("{SHUFFLE_KEY}: seed must be an integer literal, got {other:?}");
+            }
         };
         let arrays = columns
             .iter()
             .map(|c| c.to_array(args.number_rows))
             .collect::<Result<Vec<_>>>()?;
-        Ok(ColumnarValue::Array(row_keys(seed, &arrays, args.number_rows)?))
+        Ok(ColumnarValue::Array(row_keys(
+            seed,
+            &arrays,
+            args.number_rows,
+        )?))
     }
 }
 
@@ -97,20 +105,28 @@ fn absorb_column(lanes: &mut [[u64; 2]], column: &dyn Array) -> Result<()> {
     match column.data_type() {
         DataType::Utf8 => {
             let a = column.as_string::<i32>();
-            row_bytes(lanes, &mut |i| a.is_valid(i).then(|| a.value(i).as_bytes().to_vec()))
+            row_bytes(lanes, &mut |i| {
+                a.is_valid(i).then(|| a.value(i).as_bytes().to_vec())
+            })
         }
         DataType::LargeUtf8 => {
             let a = column.as_string::<i64>();
-            row_bytes(lanes, &mut |i| a.is_valid(i).then(|| a.value(i).as_bytes().to_vec()))
+            row_bytes(lanes, &mut |i| {
+                a.is_valid(i).then(|| a.value(i).as_bytes().to_vec())
+            })
         }
         DataType::Utf8View => {
             let a = column.as_string_view();
-            row_bytes(lanes, &mut |i| a.is_valid(i).then(|| a.value(i).as_bytes().to_vec()))
+            row_bytes(lanes, &mut |i| {
+                a.is_valid(i).then(|| a.value(i).as_bytes().to_vec())
+            })
         }
         _ => {
             let formatter = ArrayFormatter::try_new(column, &FormatOptions::default())?;
             row_bytes(lanes, &mut |i| {
-                column.is_valid(i).then(|| formatter.value(i).to_string().into_bytes())
+                column
+                    .is_valid(i)
+                    .then(|| formatter.value(i).to_string().into_bytes())
             })
         }
     }
@@ -120,7 +136,10 @@ fn absorb_column(lanes: &mut [[u64; 2]], column: &dyn Array) -> Result<()> {
 fn absorb(lane: &mut [u64; 2], bytes: &[u8]) {
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
-        absorb_word(lane, u64::from_le_bytes(chunk.try_into().expect("8-byte chunk")));
+        absorb_word(
+            lane,
+            u64::from_le_bytes(chunk.try_into().expect("8-byte chunk")),
+        );
     }
     let mut tail = [0u8; 8];
     tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
@@ -148,8 +167,10 @@ mod tests {
 
     fn keys(seed: u64, ids: Vec<Option<i64>>, texts: Vec<Option<&str>>) -> Vec<Vec<u8>> {
         let rows = ids.len();
-        let columns: Vec<ArrayRef> =
-            vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(texts))];
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(texts)),
+        ];
         let keys = row_keys(seed, &columns, rows).unwrap();
         let keys = keys.as_fixed_size_binary();
         (0..rows).map(|i| keys.value(i).to_vec()).collect()
@@ -157,7 +178,11 @@ mod tests {
 
     #[test]
     fn key_depends_on_content_and_seed_only() {
-        let a = keys(7, vec![Some(1), Some(2), None], vec![Some("x"), Some(""), None]);
+        let a = keys(
+            7,
+            vec![Some(1), Some(2), None],
+            vec![Some("x"), Some(""), None],
+        );
         let b = keys(7, vec![Some(2), Some(1)], vec![Some(""), Some("x")]);
         assert_eq!(a[0], b[1]);
         assert_eq!(a[1], b[0]);

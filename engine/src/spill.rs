@@ -52,7 +52,9 @@ impl BufferSet {
         owner: &'static str,
         metrics: SpillMetrics,
     ) -> Self {
-        let reservation = MemoryConsumer::new(owner).with_can_spill(true).register(&env.memory_pool);
+        let reservation = MemoryConsumer::new(owner)
+            .with_can_spill(true)
+            .register(&env.memory_pool);
         let budget = match env.memory_pool.memory_limit() {
             MemoryLimit::Finite(bytes) => bytes / 2,
             _ => usize::MAX,
@@ -72,7 +74,8 @@ impl BufferSet {
     /// is short.
     pub fn push(&mut self, index: usize, batch: RecordBatch) -> Result<()> {
         let size = held_size(&batch);
-        if self.reservation.size() + size > self.budget || self.reservation.try_grow(size).is_err() {
+        if self.reservation.size() + size > self.budget || self.reservation.try_grow(size).is_err()
+        {
             self.spill()?;
             // A single batch larger than the whole budget still has to pass through.
             self.reservation.grow(size);
@@ -96,7 +99,9 @@ impl BufferSet {
             writer.finish()?;
             writer.into_inner()?.finish()?;
             self.metrics.spill_file_count.add(1);
-            self.metrics.spilled_bytes.add(file.size().unwrap_or(0) as usize);
+            self.metrics
+                .spilled_bytes
+                .add(file.size().unwrap_or(0) as usize);
             buffer.runs.push(file);
         }
         self.reservation.free();
@@ -106,7 +111,9 @@ impl BufferSet {
     /// Ends filling and leaves the memory pool: the held batches now belong to whoever
     /// replays them, and the operators downstream get this set's share of the pool.
     pub fn freeze(self) -> FrozenBuffers {
-        FrozenBuffers { buffers: self.buffers }
+        FrozenBuffers {
+            buffers: self.buffers,
+        }
     }
 }
 
@@ -119,8 +126,12 @@ impl FrozenBuffers {
     /// The batches of buffer `index` in push order, or in reverse batch order when `backwards`.
     pub fn replay(&self, index: usize, backwards: bool) -> Replay {
         let buffer = self.buffers[index].clone();
-        let mut pieces: VecDeque<Piece> =
-            buffer.runs.into_iter().map(Piece::Run).chain(buffer.memory.into_iter().map(Piece::Batch)).collect();
+        let mut pieces: VecDeque<Piece> = buffer
+            .runs
+            .into_iter()
+            .map(Piece::Run)
+            .chain(buffer.memory.into_iter().map(Piece::Batch))
+            .collect();
         if backwards {
             pieces = pieces.into_iter().rev().collect();
         }
@@ -148,8 +159,11 @@ impl Iterator for Replay {
                 Piece::Batch(batch) => return Some(Ok(batch)),
                 Piece::Run(file) => match read_run(file.as_ref()) {
                     Ok(batches) => {
-                        let ordered: Vec<_> =
-                            if self.backwards { batches.into_iter().rev().collect() } else { batches };
+                        let ordered: Vec<_> = if self.backwards {
+                            batches.into_iter().rev().collect()
+                        } else {
+                            batches
+                        };
                         // Push in reverse so that the first one is popped first.
                         for batch in ordered.into_iter().rev() {
                             self.pieces.push_front(Piece::Batch(batch));
@@ -163,9 +177,13 @@ impl Iterator for Replay {
 }
 
 fn read_run(file: &dyn SpillFile) -> Result<Vec<RecordBatch>> {
-    let path = file.path().ok_or_else(|| internal_datafusion_err!("spill file has no path"))?;
+    let path = file
+        .path()
+        .ok_or_else(|| internal_datafusion_err!("spill file has no path"))?;
     let reader = StreamReader::try_new(std::io::BufReader::new(std::fs::File::open(path)?), None)?;
-    reader.map(|batch| batch.map_err(DataFusionError::from)).collect()
+    reader
+        .map(|batch| batch.map_err(DataFusionError::from))
+        .collect()
 }
 
 fn is_view(data_type: &DataType) -> bool {

@@ -59,7 +59,11 @@ impl StageNode {
         let mut exprs: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
         exprs.push(score.alias(SCORE_COLUMN));
         let input = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
-        Ok(Self { input, stage, schema })
+        Ok(Self {
+            input,
+            stage,
+            schema,
+        })
     }
 
     /// The stage this node runs.
@@ -105,7 +109,11 @@ impl UserDefinedLogicalNodeCore for StageNode {
         write!(f, "{}, score={SCORE_COLUMN}", self.stage)
     }
 
-    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
         let input = inputs.swap_remove(0);
         let fields = input
             .schema()
@@ -113,8 +121,15 @@ impl UserDefinedLogicalNodeCore for StageNode {
             .filter(|(_, field)| field.name() != SCORE_COLUMN)
             .map(|(qualifier, field)| (qualifier.cloned(), Arc::clone(field)))
             .collect();
-        let schema = Arc::new(DFSchema::new_with_metadata(fields, input.schema().metadata().clone())?);
-        Ok(Self { input, stage: self.stage, schema })
+        let schema = Arc::new(DFSchema::new_with_metadata(
+            fields,
+            input.schema().metadata().clone(),
+        )?);
+        Ok(Self {
+            input,
+            stage: self.stage,
+            schema,
+        })
     }
 }
 
@@ -122,7 +137,10 @@ impl UserDefinedLogicalNodeCore for StageNode {
 /// score or key), in one partition, emitted once the input is consumed.
 pub fn stage_output(input: &SchemaRef) -> (SchemaRef, Arc<PlanProperties>) {
     let kept = input.fields().len() - 1;
-    let schema = Arc::new(Schema::new_with_metadata(input.fields()[..kept].to_vec(), input.metadata().clone()));
+    let schema = Arc::new(Schema::new_with_metadata(
+        input.fields()[..kept].to_vec(),
+        input.metadata().clone(),
+    ));
     let properties = Arc::new(PlanProperties::new(
         EquivalenceProperties::new(Arc::clone(&schema)),
         Partitioning::UnknownPartitioning(1),

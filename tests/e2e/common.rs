@@ -23,17 +23,27 @@ pub struct Row {
 /// `n` rows with ids 0..n, scores drawn from few distinct values (many ties), a few NULL
 /// scores when `nulls`, and 50-300 bytes of text.
 pub fn rows(n: usize, seed: u64, nulls: bool) -> Vec<Row> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         state >> 33
     };
     (0..n as i64)
         .map(|id| {
             let r = next();
-            let score = if nulls && r % 17 == 0 { None } else { Some((r % 23) as f64 / 4.0 - 2.0) };
+            let score = if nulls && r % 17 == 0 {
+                None
+            } else {
+                Some((r % 23) as f64 / 4.0 - 2.0)
+            };
             let len = 50 + (next() % 250) as usize;
-            let text: String = (0..len).map(|i| (b'a' + ((id as usize + i) % 26) as u8) as char).collect();
+            let text: String = (0..len)
+                .map(|i| (b'a' + ((id as usize + i) % 26) as u8) as char)
+                .collect();
             Row { id, score, text }
         })
         .collect()
@@ -49,7 +59,9 @@ pub fn batch(rows: &[Row]) -> RecordBatch {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.score))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.text.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.text.as_str()),
+        )),
     ];
     RecordBatch::try_new(schema, columns).unwrap()
 }
@@ -59,15 +71,22 @@ pub fn batch(rows: &[Row]) -> RecordBatch {
 pub fn write_parquet_files(dir: &Path, rows: &[Row], files: usize) {
     std::fs::create_dir_all(dir).unwrap();
     let per_file = rows.len().div_ceil(files.max(1)).max(1);
-    let chunks: Vec<&[Row]> = if rows.is_empty() { vec![rows] } else { rows.chunks(per_file).collect() };
+    let chunks: Vec<&[Row]> = if rows.is_empty() {
+        vec![rows]
+    } else {
+        rows.chunks(per_file).collect()
+    };
     for (i, chunk) in chunks.into_iter().enumerate() {
         let b = batch(chunk);
         let props = datafusion::parquet::file::properties::WriterProperties::builder()
             .set_max_row_group_row_count(Some(4096))
             .build();
-        let mut writer =
-            ArrowWriter::try_new(File::create(dir.join(format!("part-{i}.parquet"))).unwrap(), b.schema(), Some(props))
-                .unwrap();
+        let mut writer = ArrowWriter::try_new(
+            File::create(dir.join(format!("part-{i}.parquet"))).unwrap(),
+            b.schema(),
+            Some(props),
+        )
+        .unwrap();
         writer.write(&b).unwrap();
         writer.close().unwrap();
     }
@@ -89,7 +108,11 @@ pub fn write_jsonl(path: &Path, rows: &[Row]) {
 
 /// Runs `delt` with `args` (quiet), returning its output.
 pub fn delt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_delt")).args(args).arg("--quiet").output().expect("run delt")
+    Command::new(env!("CARGO_BIN_EXE_delt"))
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .expect("run delt")
 }
 
 /// Runs `delt sql -c` for each statement; panics with stderr on failure.
@@ -101,7 +124,11 @@ pub fn run_sql(statements: &[&str], extra: &[&str]) -> Output {
     }
     args.extend_from_slice(extra);
     let out = delt(&args);
-    assert!(out.status.success(), "delt failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "delt failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -114,18 +141,31 @@ pub fn fail_sql(statements: &[&str]) -> String {
     }
     let out = delt(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "delt should have failed; stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "delt should have failed; stderr: {stderr}"
+    );
     assert_eq!(out.status.code(), Some(1), "exit code; stderr: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "one error line expected: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one error line expected: {stderr}"
+    );
     stderr
 }
 
 /// The files making up an output: the file itself, or a directory's files in name order.
 pub fn output_files(path: &Path) -> Vec<PathBuf> {
     if path.is_dir() {
-        let mut files: Vec<PathBuf> =
-            std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect();
         files.sort();
         files
     } else {
@@ -135,13 +175,19 @@ pub fn output_files(path: &Path) -> Vec<PathBuf> {
 
 /// (id, score) of every output row, in output order; Parquet or JSON lines by extension.
 pub fn read_output(path: &Path) -> Vec<(i64, Option<f64>)> {
-    output_files(path).iter().flat_map(|f| read_file(f)).collect()
+    output_files(path)
+        .iter()
+        .flat_map(|f| read_file(f))
+        .collect()
 }
 
 fn read_file(path: &Path) -> Vec<(i64, Option<f64>)> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("parquet") => {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
             reader.flat_map(|b| ids_and_scores(&b.unwrap())).collect()
         }
         Some("jsonl") | Some("json") => std::fs::read_to_string(path)
@@ -158,10 +204,20 @@ fn read_file(path: &Path) -> Vec<(i64, Option<f64>)> {
 
 /// (id, score) pairs of a batch with `id` and `score` columns.
 pub fn ids_and_scores(batch: &RecordBatch) -> Vec<(i64, Option<f64>)> {
-    let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().clone();
-    let scores = datafusion::arrow::compute::cast(batch.column_by_name("score").unwrap(), &DataType::Float64).unwrap();
+    let ids = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .clone();
+    let scores = datafusion::arrow::compute::cast(
+        batch.column_by_name("score").unwrap(),
+        &DataType::Float64,
+    )
+    .unwrap();
     let scores = scores.as_primitive::<Float64Type>();
-    (0..batch.num_rows()).map(|i| (ids.value(i), scores.is_valid(i).then(|| scores.value(i)))).collect()
+    (0..batch.num_rows())
+        .map(|i| (ids.value(i), scores.is_valid(i).then(|| scores.value(i))))
+        .collect()
 }
 
 /// Output ids only.
@@ -185,7 +241,12 @@ pub fn reference_fold(rows: &[Row], layers: usize, mode: &str) -> Vec<i64> {
     }
     let mut out = Vec::with_capacity(rows.len());
     for layer in 0..layers {
-        let mut ids: Vec<i64> = scored.iter().skip(layer).step_by(layers).map(|r| r.id).collect();
+        let mut ids: Vec<i64> = scored
+            .iter()
+            .skip(layer)
+            .step_by(layers)
+            .map(|r| r.id)
+            .collect();
         if mode == "zigzag" && layer % 2 == 1 {
             ids.reverse();
         }
@@ -200,7 +261,9 @@ pub fn reference_fold(rows: &[Row], layers: usize, mode: &str) -> Vec<i64> {
 pub fn reference_top_k(rows: &[Row], k: usize) -> Vec<i64> {
     let mut scored: Vec<&Row> = rows.iter().filter(|r| r.score.is_some()).collect();
     scored.sort_by(|a, b| a.score.unwrap().total_cmp(&b.score.unwrap()));
-    let kept: std::collections::HashSet<i64> =
-        scored.iter().rev().take(k).map(|r| r.id).collect();
-    rows.iter().filter(|r| kept.contains(&r.id)).map(|r| r.id).collect()
+    let kept: std::collections::HashSet<i64> = scored.iter().rev().take(k).map(|r| r.id).collect();
+    rows.iter()
+        .filter(|r| kept.contains(&r.id))
+        .map(|r| r.id)
+        .collect()
 }

@@ -4,8 +4,13 @@ use crate::common::*;
 
 #[test]
 fn missing_file() {
-    let e = fail_sql(&["CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/no/such/dir/docs.parquet'"]);
-    assert!(e.contains("/no/such/dir/docs.parquet") && e.contains("no such file"), "{e}");
+    let e = fail_sql(&[
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/no/such/dir/docs.parquet'",
+    ]);
+    assert!(
+        e.contains("/no/such/dir/docs.parquet") && e.contains("no such file"),
+        "{e}"
+    );
     let e = fail_sql(&["SELECT * FROM '/no/such/file.parquet'"]);
     assert!(e.contains("/no/such/file.parquet: no such file"), "{e}");
 }
@@ -14,22 +19,61 @@ fn missing_file() {
 fn bad_columns_types_and_arguments() {
     let dir = tempfile::tempdir().unwrap();
     write_parquet_files(&dir.path().join("in"), &rows(10, 1, false), 1);
-    let t = format!("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{}'", p(dir.path(), "in/"));
+    let t = format!(
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{}'",
+        p(dir.path(), "in/")
+    );
     let cases = [
         ("SELECT * FROM t ORDER BY fold_order(quality, 3)", "quality"),
-        ("SELECT * FROM t ORDER BY fold_order(text, 3)", "score must be numeric"),
-        ("SELECT * FROM t ORDER BY fold_order(score, 0)", "L must be a positive integer literal"),
-        ("SELECT * FROM t ORDER BY fold_order(score, id)", "L must be a positive integer literal"),
-        ("SELECT * FROM t ORDER BY fold_order(score, 1.5)", "L must be a positive integer literal"),
-        ("SELECT * FROM t ORDER BY fold_order(score, 3, 'sideways')", "unknown fold mode 'sideways'"),
-        ("SELECT * FROM t ORDER BY fold_order(score, 3), id", "must be the only ORDER BY key"),
-        ("SELECT * FROM t ORDER BY fold_order(score, 3) DESC", "fold_order(score, L, 'desc')"),
-        ("SELECT fold_order(score, 3) FROM t", "use it as the only ORDER BY key"),
-        ("SELECT * FROM t ORDER BY shuffle_order(id)", "one integer literal seed"),
+        (
+            "SELECT * FROM t ORDER BY fold_order(text, 3)",
+            "score must be numeric",
+        ),
+        (
+            "SELECT * FROM t ORDER BY fold_order(score, 0)",
+            "L must be a positive integer literal",
+        ),
+        (
+            "SELECT * FROM t ORDER BY fold_order(score, id)",
+            "L must be a positive integer literal",
+        ),
+        (
+            "SELECT * FROM t ORDER BY fold_order(score, 1.5)",
+            "L must be a positive integer literal",
+        ),
+        (
+            "SELECT * FROM t ORDER BY fold_order(score, 3, 'sideways')",
+            "unknown fold mode 'sideways'",
+        ),
+        (
+            "SELECT * FROM t ORDER BY fold_order(score, 3), id",
+            "must be the only ORDER BY key",
+        ),
+        (
+            "SELECT * FROM t ORDER BY fold_order(score, 3) DESC",
+            "fold_order(score, L, 'desc')",
+        ),
+        (
+            "SELECT fold_order(score, 3) FROM t",
+            "use it as the only ORDER BY key",
+        ),
+        (
+            "SELECT * FROM t ORDER BY shuffle_order(id)",
+            "one integer literal seed",
+        ),
         ("SELECT * FROM t WHERE top_r(score, 1.5)", "between 0 and 1"),
-        ("SELECT * FROM t WHERE top_k(score, -1)", "non-negative integer literal"),
-        ("SELECT * FROM t WHERE top_k(score, 3) OR id = 1", "a condition of its own"),
-        ("SELECT * FROM t WHERE top_k(text, 3)", "score must be numeric"),
+        (
+            "SELECT * FROM t WHERE top_k(score, -1)",
+            "non-negative integer literal",
+        ),
+        (
+            "SELECT * FROM t WHERE top_k(score, 3) OR id = 1",
+            "a condition of its own",
+        ),
+        (
+            "SELECT * FROM t WHERE top_k(text, 3)",
+            "score must be numeric",
+        ),
     ];
     for (sql, expected) in cases {
         let e = fail_sql(&[&t, sql]);
@@ -55,9 +99,16 @@ fn malformed_jsonl_line_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("docs.jsonl");
     let good = r#"{"id": 1, "score": 0.5, "text": "fine"}"#;
-    std::fs::write(&path, format!("{good}\n{good}\n{{\"id\": 3, \"score\": 0.1, \"text\": \"cut off\n{good}\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("{good}\n{good}\n{{\"id\": 3, \"score\": 0.1, \"text\": \"cut off\n{good}\n"),
+    )
+    .unwrap();
     let e = fail_sql(&[
-        &format!("CREATE EXTERNAL TABLE docs STORED AS JSON LOCATION '{}'", path.display()),
+        &format!(
+            "CREATE EXTERNAL TABLE docs STORED AS JSON LOCATION '{}'",
+            path.display()
+        ),
         "SELECT * FROM docs ORDER BY fold_order(score, 3)",
     ]);
     assert!(e.contains(&format!("{}: line 3", path.display())), "{e}");
@@ -70,5 +121,8 @@ fn corrupt_parquet_names_the_file() {
     let bad = dir.path().join("in/part-9.parquet");
     std::fs::write(&bad, b"PAR1 this is not really parquet PAR1").unwrap();
     let e = fail_sql(&[&format!("SELECT count(*) FROM '{}'", p(dir.path(), "in/"))]);
-    assert!(e.contains(&bad.display().to_string()) && e.contains("Parquet"), "{e}");
+    assert!(
+        e.contains(&bad.display().to_string()) && e.contains("Parquet"),
+        "{e}"
+    );
 }

@@ -8,7 +8,10 @@ fn fold_matches_reference_for_every_size_layer_count_and_mode() {
     let dir = tempfile::tempdir().unwrap();
     let mut statements = Vec::new();
     let mut expected = Vec::new();
-    for (case, &(n, files)) in [(0, 1), (1, 1), (2, 2), (7, 3), (50, 2), (1000, 3)].iter().enumerate() {
+    for (case, &(n, files)) in [(0, 1), (1, 1), (2, 2), (7, 3), (50, 2), (1000, 3)]
+        .iter()
+        .enumerate()
+    {
         let rows = rows(n, case as u64, true);
         let input = dir.path().join(format!("in{case}"));
         write_parquet_files(&input, &rows, files);
@@ -39,7 +42,11 @@ fn fold_matches_reference_at_100k_rows_over_four_files() {
     let rows = rows(100_003, 42, true);
     write_parquet_files(&dir.path().join("in"), &rows, 4);
     let input = p(dir.path(), "in/");
-    let cases = [(3, "asc", "fold3.parquet"), (5, "zigzag", "zigzag5.jsonl"), (2, "desc", "desc2/")];
+    let cases = [
+        (3, "asc", "fold3.parquet"),
+        (5, "zigzag", "zigzag5.jsonl"),
+        (2, "desc", "desc2/"),
+    ];
     let statements: Vec<String> = cases
         .iter()
         .map(|(l, mode, out)| {
@@ -53,7 +60,11 @@ fn fold_matches_reference_at_100k_rows_over_four_files() {
     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     run_sql(&statements, &["--threads", "2"]);
     for (l, mode, out) in cases {
-        assert_eq!(ids(&dir.path().join(out)), reference_fold(&rows, l, mode), "{mode} L={l}");
+        assert_eq!(
+            ids(&dir.path().join(out)),
+            reference_fold(&rows, l, mode),
+            "{mode} L={l}"
+        );
     }
 }
 
@@ -67,7 +78,10 @@ fn fold_of_jsonl_files_as_the_reference_tools_write_them() {
     let out = p(dir.path(), "out.jsonl");
     run_sql(
         &[
-            &format!("CREATE EXTERNAL TABLE docs STORED AS JSONL LOCATION '{}'", p(dir.path(), "jsonl/")),
+            &format!(
+                "CREATE EXTERNAL TABLE docs STORED AS JSONL LOCATION '{}'",
+                p(dir.path(), "jsonl/")
+            ),
             &format!("COPY (SELECT * FROM docs ORDER BY fold_order(score, 3)) TO '{out}'"),
         ],
         &["--threads", "2", "--batch-size", "500"],
@@ -84,8 +98,12 @@ fn fold_of_an_expression_equals_descending_fold() {
     let (neg, desc) = (p(dir.path(), "neg.parquet"), p(dir.path(), "desc.parquet"));
     run_sql(
         &[
-            &format!("COPY (SELECT id, score FROM '{input}' ORDER BY fold_order(0 - score, 3)) TO '{neg}'"),
-            &format!("COPY (SELECT id, score FROM '{input}' ORDER BY fold_order(score, 3, 'desc')) TO '{desc}'"),
+            &format!(
+                "COPY (SELECT id, score FROM '{input}' ORDER BY fold_order(0 - score, 3)) TO '{neg}'"
+            ),
+            &format!(
+                "COPY (SELECT id, score FROM '{input}' ORDER BY fold_order(score, 3, 'desc')) TO '{desc}'"
+            ),
         ],
         &[],
     );
@@ -107,14 +125,22 @@ fn output_bytes_do_not_depend_on_threads_or_file_split() {
         let shuffle = p(dir.path(), &format!("shuffle-{layout}-{threads}.parquet"));
         run_sql(
             &[
-                &format!("COPY (SELECT * FROM '{input}' ORDER BY fold_order(score, 3)) TO '{fold}'"),
+                &format!(
+                    "COPY (SELECT * FROM '{input}' ORDER BY fold_order(score, 3)) TO '{fold}'"
+                ),
                 &format!("COPY (SELECT * FROM '{input}' ORDER BY shuffle_order(7)) TO '{shuffle}'"),
             ],
             &["--threads", threads, "--batch-size", "1000"],
         );
-        outputs.push((std::fs::read(&fold).unwrap(), std::fs::read(&shuffle).unwrap()));
+        outputs.push((
+            std::fs::read(&fold).unwrap(),
+            std::fs::read(&shuffle).unwrap(),
+        ));
     }
-    assert!(outputs.windows(2).all(|w| w[0] == w[1]), "outputs differ between runs");
+    assert!(
+        outputs.windows(2).all(|w| w[0] == w[1]),
+        "outputs differ between runs"
+    );
 }
 
 #[test]
@@ -126,18 +152,34 @@ fn shuffle_is_a_seeded_permutation() {
     let out = |seed: u64| p(dir.path(), &format!("s{seed}.parquet"));
     run_sql(
         &[
-            &format!("COPY (SELECT * FROM '{input}' ORDER BY shuffle_order(1)) TO '{}'", out(1)),
-            &format!("COPY (SELECT * FROM '{input}' ORDER BY shuffle_order(2)) TO '{}'", out(2)),
+            &format!(
+                "COPY (SELECT * FROM '{input}' ORDER BY shuffle_order(1)) TO '{}'",
+                out(1)
+            ),
+            &format!(
+                "COPY (SELECT * FROM '{input}' ORDER BY shuffle_order(2)) TO '{}'",
+                out(2)
+            ),
         ],
         &[],
     );
     let (a, b) = (ids(out(1).as_ref()), ids(out(2).as_ref()));
     let mut sorted = a.clone();
     sorted.sort();
-    assert_eq!(sorted, (0..10_000).collect::<Vec<i64>>(), "a permutation of the input");
+    assert_eq!(
+        sorted,
+        (0..10_000).collect::<Vec<i64>>(),
+        "a permutation of the input"
+    );
     assert_ne!(a, b, "different seeds, different orders");
     // Far from the input order: few ids stay in place.
-    assert!(a.iter().enumerate().filter(|(i, id)| *i as i64 == **id).count() < 20);
+    assert!(
+        a.iter()
+            .enumerate()
+            .filter(|(i, id)| *i as i64 == **id)
+            .count()
+            < 20
+    );
 }
 
 /// Under a memory limit far below the data size, sorting, selection and folding spill, and
@@ -148,18 +190,45 @@ fn spilling_gives_the_in_memory_output() {
     let rows = rows(150_000, 8, true);
     write_parquet_files(&dir.path().join("in"), &rows, 2);
     let input = p(dir.path(), "in/");
-    let query = format!("SELECT * FROM '{input}' WHERE top_r(score, 0.8) ORDER BY fold_order(score, 3, 'zigzag')");
+    let query = format!(
+        "SELECT * FROM '{input}' WHERE top_r(score, 0.8) ORDER BY fold_order(score, 3, 'zigzag')"
+    );
     let (mem, spill) = (p(dir.path(), "mem.parquet"), p(dir.path(), "spill.parquet"));
-    run_sql(&[&format!("COPY ({query}) TO '{mem}'")], &["--threads", "2"]);
-    run_sql(&[&format!("COPY ({query}) TO '{spill}'")], &["--threads", "2", "--memory-limit", "12M"]);
-    assert!(std::fs::read(&mem).unwrap() == std::fs::read(&spill).unwrap(), "spilled output differs");
+    run_sql(
+        &[&format!("COPY ({query}) TO '{mem}'")],
+        &["--threads", "2"],
+    );
+    run_sql(
+        &[&format!("COPY ({query}) TO '{spill}'")],
+        &["--threads", "2", "--memory-limit", "12M"],
+    );
+    assert!(
+        std::fs::read(&mem).unwrap() == std::fs::read(&spill).unwrap(),
+        "spilled output differs"
+    );
     let kept = reference_top_k(&rows, rows.len() * 8 / 10);
-    let selected: Vec<Row> = rows.iter().filter(|r| kept.binary_search(&r.id).is_ok()).cloned().collect();
+    let selected: Vec<Row> = rows
+        .iter()
+        .filter(|r| kept.binary_search(&r.id).is_ok())
+        .cloned()
+        .collect();
     assert_eq!(ids(spill.as_ref()), reference_fold(&selected, 3, "zigzag"));
     // The limit really forced the fold's layer buffers to disk.
-    let plan = run_sql(&[&format!("EXPLAIN ANALYZE {query}")], &["--threads", "2", "--memory-limit", "12M"]);
+    let plan = run_sql(
+        &[&format!("EXPLAIN ANALYZE {query}")],
+        &["--threads", "2", "--memory-limit", "12M"],
+    );
     let plan = String::from_utf8_lossy(&plan.stdout);
-    let fold = plan.lines().find(|l| l.contains("FoldExec")).expect("FoldExec in plan");
-    let spills: usize = fold.split("spill_count=").nth(1).and_then(|s| s.split(',').next()).unwrap().parse().unwrap();
+    let fold = plan
+        .lines()
+        .find(|l| l.contains("FoldExec"))
+        .expect("FoldExec in plan");
+    let spills: usize = fold
+        .split("spill_count=")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(spills > 0, "{fold}");
 }

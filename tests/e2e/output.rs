@@ -5,8 +5,10 @@ use std::path::Path;
 use crate::common::*;
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }
@@ -17,12 +19,18 @@ fn directory_output_is_ordered_zero_padded_shards() {
     let rows = rows(10_500, 1, false);
     write_parquet_files(&dir.path().join("in"), &rows, 3);
     let input = p(dir.path(), "in/");
-    let (single, shards, jsonl) = (p(dir.path(), "one.parquet"), p(dir.path(), "shards/"), p(dir.path(), "jsonl/"));
+    let (single, shards, jsonl) = (
+        p(dir.path(), "one.parquet"),
+        p(dir.path(), "shards/"),
+        p(dir.path(), "jsonl/"),
+    );
     let query = format!("SELECT * FROM '{input}' ORDER BY fold_order(score, 3)");
     run_sql(
         &[
             &format!("COPY ({query}) TO '{single}'"),
-            &format!("COPY ({query}) TO '{shards}' STORED AS PARQUET OPTIONS (rows_per_shard 1000)"),
+            &format!(
+                "COPY ({query}) TO '{shards}' STORED AS PARQUET OPTIONS (rows_per_shard 1000)"
+            ),
             &format!("COPY ({query}) TO '{jsonl}' STORED AS JSON OPTIONS (rows_per_shard 4000)"),
         ],
         &["--threads", "2"],
@@ -34,10 +42,17 @@ fn directory_output_is_ordered_zero_padded_shards() {
     assert_eq!(shard_names[0], "part-00000.parquet");
     assert_eq!(shard_names[10], "part-00010.parquet");
     for (i, file) in output_files(shards.as_ref()).iter().enumerate() {
-        assert_eq!(read_output(file).len(), if i < 10 { 1000 } else { 500 }, "{file:?}");
+        assert_eq!(
+            read_output(file).len(),
+            if i < 10 { 1000 } else { 500 },
+            "{file:?}"
+        );
     }
     assert_eq!(ids(shards.as_ref()), expected);
-    assert_eq!(names(jsonl.as_ref()), ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]);
+    assert_eq!(
+        names(jsonl.as_ref()),
+        ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
+    );
     assert_eq!(ids(jsonl.as_ref()), expected);
     // JSON lines: one object per line with the text, as the reference trainer reads them.
     let first = std::fs::read_to_string(dir.path().join("jsonl/part-00000.jsonl")).unwrap();
@@ -51,7 +66,12 @@ fn rewriting_a_directory_replaces_the_whole_shard_set() {
     let rows = rows(3000, 2, false);
     write_parquet_files(&dir.path().join("in"), &rows, 1);
     let (input, out) = (p(dir.path(), "in/"), p(dir.path(), "out/"));
-    run_sql(&[&format!("COPY (SELECT * FROM '{input}') TO '{out}' STORED AS PARQUET OPTIONS (rows_per_shard 500)")], &[]);
+    run_sql(
+        &[&format!(
+            "COPY (SELECT * FROM '{input}') TO '{out}' STORED AS PARQUET OPTIONS (rows_per_shard 500)"
+        )],
+        &[],
+    );
     assert_eq!(names(out.as_ref()).len(), 6);
     std::fs::write(dir.path().join("out/notes.txt"), "kept").unwrap();
     run_sql(
@@ -60,7 +80,15 @@ fn rewriting_a_directory_replaces_the_whole_shard_set() {
         )],
         &[],
     );
-    assert_eq!(names(out.as_ref()), ["notes.txt", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]);
+    assert_eq!(
+        names(out.as_ref()),
+        [
+            "notes.txt",
+            "part-00000.parquet",
+            "part-00001.parquet",
+            "part-00002.parquet"
+        ]
+    );
     assert_eq!(ids(&dir.path().join("out/part-00000.parquet")).len(), 500);
     assert_eq!(names(dir.path()), ["in", "out"], "no staging left behind");
 }
@@ -70,7 +98,12 @@ fn empty_result_still_writes_its_schema() {
     let dir = tempfile::tempdir().unwrap();
     write_parquet_files(&dir.path().join("in"), &rows(100, 2, false), 1);
     let (input, out) = (p(dir.path(), "in/"), p(dir.path(), "out/"));
-    run_sql(&[&format!("COPY (SELECT * FROM '{input}' WHERE top_r(score, 0.001)) TO '{out}' STORED AS PARQUET")], &[]);
+    run_sql(
+        &[&format!(
+            "COPY (SELECT * FROM '{input}' WHERE top_r(score, 0.001)) TO '{out}' STORED AS PARQUET"
+        )],
+        &[],
+    );
     assert_eq!(names(out.as_ref()), ["part-00000.parquet"]);
     assert!(read_output(out.as_ref()).is_empty());
 }
@@ -86,11 +119,17 @@ fn failure_midway_leaves_destination_untouched() {
     run_sql(
         &[
             &format!("COPY (SELECT * FROM '{input}' WHERE id < 10) TO '{single}'"),
-            &format!("COPY (SELECT * FROM '{input}' WHERE id < 10) TO '{shards}' STORED AS PARQUET"),
+            &format!(
+                "COPY (SELECT * FROM '{input}' WHERE id < 10) TO '{shards}' STORED AS PARQUET"
+            ),
         ],
         &[],
     );
-    let before = (std::fs::read(&single).unwrap(), names(shards.as_ref()), ids(shards.as_ref()));
+    let before = (
+        std::fs::read(&single).unwrap(),
+        names(shards.as_ref()),
+        ids(shards.as_ref()),
+    );
     // Rows after id 15000 fail to cast: the first shards are already written by then.
     let failing = format!(
         "SELECT id, CAST(CASE WHEN id > 15000 THEN 'x' ELSE '1' END AS INT) AS bad, score FROM '{input}'"
@@ -103,9 +142,17 @@ fn failure_midway_leaves_destination_untouched() {
         assert!(stderr.contains("destination left untouched"), "{stderr}");
         assert!(stderr.contains("Cannot cast string 'x'"), "{stderr}");
     }
-    let after = (std::fs::read(&single).unwrap(), names(shards.as_ref()), ids(shards.as_ref()));
+    let after = (
+        std::fs::read(&single).unwrap(),
+        names(shards.as_ref()),
+        ids(shards.as_ref()),
+    );
     assert!(before == after, "destination changed");
-    assert_eq!(names(dir.path()), ["in", "out", "out.parquet"], "no staging or partial files left");
+    assert_eq!(
+        names(dir.path()),
+        ["in", "out", "out.parquet"],
+        "no staging or partial files left"
+    );
 }
 
 #[test]
@@ -116,7 +163,9 @@ fn csv_output_has_one_header_even_when_empty() {
     let (full, empty) = (p(dir.path(), "full.csv"), p(dir.path(), "empty.csv"));
     run_sql(
         &[
-            &format!("COPY (SELECT id, score FROM '{input}' ORDER BY fold_order(score, 3)) TO '{full}'"),
+            &format!(
+                "COPY (SELECT id, score FROM '{input}' ORDER BY fold_order(score, 3)) TO '{full}'"
+            ),
             &format!("COPY (SELECT id, score FROM '{input}' WHERE top_k(score, 0)) TO '{empty}'"),
         ],
         &["--batch-size", "700"],
@@ -126,7 +175,10 @@ fn csv_output_has_one_header_even_when_empty() {
     assert_eq!(lines.len(), 3001);
     assert_eq!(lines.iter().filter(|l| **l == "id,score").count(), 1);
     assert_eq!(lines[0], "id,score");
-    let ids: Vec<i64> = lines[1..].iter().map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
+    let ids: Vec<i64> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
     assert_eq!(ids, reference_fold(&rows(3000, 4, false), 3, "asc"));
     assert_eq!(std::fs::read_to_string(&empty).unwrap(), "id,score\n");
 }

@@ -41,7 +41,11 @@ fn moto_binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_moto() -> Moto {
@@ -51,11 +55,19 @@ fn start_moto() -> Moto {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start moto_server ({e}): run .ci/run or pip install 'moto[server]'"));
-    let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        .unwrap_or_else(|e| {
+            panic!("cannot start moto_server ({e}): run .ci/run or pip install 'moto[server]'")
+        });
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     moto
@@ -65,16 +77,29 @@ fn start_moto() -> Moto {
 fn create_bucket(endpoint: &str, bucket: &str) {
     let host = endpoint.trim_start_matches("http://");
     let mut stream = TcpStream::connect(host).unwrap();
-    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "create bucket: {response}");
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "create bucket: {response}"
+    );
 }
 
 fn delt_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_delt"));
     command.args(args).arg("--quiet");
-    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_REGION"] {
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+    ] {
         command.env_remove(var);
     }
     command.envs(env.iter().copied()).output().unwrap()
@@ -99,7 +124,11 @@ fn fold_a_parquet_dataset_in_a_bucket_and_write_it_back_in_order() {
         p(dir.path(), "in/")
     );
     let out = delt_env(&["sql", "-c", &upload], &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Fold with per-table options only (no AWS_* variables at all).
     let options = format!(
@@ -107,14 +136,20 @@ fn fold_a_parquet_dataset_in_a_bucket_and_write_it_back_in_order() {
          'aws.region' 'us-east-1', 'aws.allow_http' 'true')",
         moto.endpoint
     );
-    let create = format!("CREATE EXTERNAL TABLE docs STORED AS PARQUET LOCATION 's3://corpus/cc/' {options}");
+    let create = format!(
+        "CREATE EXTERNAL TABLE docs STORED AS PARQUET LOCATION 's3://corpus/cc/' {options}"
+    );
     let fold = format!(
         "COPY (SELECT * FROM docs ORDER BY fold_order(score, 3)) TO 's3://corpus/curated/' STORED AS PARQUET \
          {}",
         options.replace("OPTIONS (", "OPTIONS (rows_per_shard 2500, ")
     );
     let out = delt_env(&["sql", "-c", &create, "-c", &fold], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Read back with a separate S3 client, shard by shard in name order.
     let store = AmazonS3Builder::new()
@@ -136,12 +171,29 @@ fn fold_a_parquet_dataset_in_a_bucket_and_write_it_back_in_order() {
             .unwrap();
         listed.sort();
         let names: Vec<&str> = listed.iter().filter_map(|p| p.filename()).collect();
-        assert_eq!(names, ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet", "part-00003.parquet", "part-00004.parquet"]);
+        assert_eq!(
+            names,
+            [
+                "part-00000.parquet",
+                "part-00001.parquet",
+                "part-00002.parquet",
+                "part-00003.parquet",
+                "part-00004.parquet"
+            ]
+        );
         let mut ids = Vec::new();
         for path in &listed {
             let bytes = store.get(path).await.unwrap().bytes().await.unwrap();
-            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap() {
-                ids.extend(ids_and_scores(&batch.unwrap()).into_iter().map(|(id, _)| id));
+            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                ids.extend(
+                    ids_and_scores(&batch.unwrap())
+                        .into_iter()
+                        .map(|(id, _)| id),
+                );
             }
         }
         ids
@@ -156,12 +208,24 @@ fn unreachable_endpoint_fails_fast_with_a_clear_message() {
     let endpoint = format!("http://127.0.0.1:{port}");
     let out = delt_env(
         &["sql", "-c", "SELECT count(*) FROM 's3://corpus/cc/'"],
-        &[("AWS_ENDPOINT", &endpoint), ("AWS_ALLOW_HTTP", "true"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")],
+        &[
+            ("AWS_ENDPOINT", &endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "b"),
+        ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
-    assert!(stderr.contains("S3") && stderr.contains("endpoint"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("S3") && stderr.contains("endpoint"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
@@ -189,11 +253,23 @@ fn unauthorized_request_fails_with_a_clear_message() {
     });
     let started = Instant::now();
     let out = delt_env(
-        &["sql", "-c", "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://corpus/cc/'"],
-        &[("AWS_ENDPOINT", &endpoint), ("AWS_ALLOW_HTTP", "true"), ("AWS_ACCESS_KEY_ID", "wrong"), ("AWS_SECRET_ACCESS_KEY", "wrong")],
+        &[
+            "sql",
+            "-c",
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://corpus/cc/'",
+        ],
+        &[
+            ("AWS_ENDPOINT", &endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "wrong"),
+            ("AWS_SECRET_ACCESS_KEY", "wrong"),
+        ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert!(stderr.contains("403") && stderr.contains("credentials"), "{stderr}");
+    assert!(
+        stderr.contains("403") && stderr.contains("credentials"),
+        "{stderr}"
+    );
 }

@@ -10,13 +10,20 @@ fn run_selections(rows: &[Row], files: usize, cases: &[(&str, Vec<i64>)]) {
         p(dir.path(), "in/")
     ))
     .chain(cases.iter().enumerate().map(|(i, (query, _))| {
-        format!("COPY ({query}) TO '{}'", p(dir.path(), &format!("out{i}.parquet")))
+        format!(
+            "COPY ({query}) TO '{}'",
+            p(dir.path(), &format!("out{i}.parquet"))
+        )
     }))
     .collect();
     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     run_sql(&statements, &["--threads", "2", "--batch-size", "100"]);
     for (i, (query, want)) in cases.iter().enumerate() {
-        assert_eq!(&ids(&dir.path().join(format!("out{i}.parquet"))), want, "{query}");
+        assert_eq!(
+            &ids(&dir.path().join(format!("out{i}.parquet"))),
+            want,
+            "{query}"
+        );
     }
 }
 
@@ -25,7 +32,12 @@ fn top_k_keeps_the_best_and_the_later_of_ties() {
     let rows = rows(2000, 9, true);
     let cases: Vec<(String, Vec<i64>)> = [0, 1, 10, 777, 1999, 5000]
         .into_iter()
-        .map(|k| (format!("SELECT id, score FROM t WHERE top_k(score, {k})"), reference_top_k(&rows, k)))
+        .map(|k| {
+            (
+                format!("SELECT id, score FROM t WHERE top_k(score, {k})"),
+                reference_top_k(&rows, k),
+            )
+        })
         .collect();
     let cases: Vec<(&str, Vec<i64>)> = cases.iter().map(|(q, w)| (q.as_str(), w.clone())).collect();
     run_selections(&rows, 3, &cases);
@@ -37,9 +49,18 @@ fn top_r_counts_rows_after_earlier_filters_and_keeps_none_when_floor_is_zero() {
     let even: Vec<Row> = rows.iter().filter(|r| r.id % 2 == 0).cloned().collect();
     let n = rows.len();
     let cases = vec![
-        ("SELECT id, score FROM t WHERE top_r(score, 0.5)", reference_top_k(&rows, n / 2)),
-        ("SELECT id, score FROM t WHERE top_r(score, 0.1)", reference_top_k(&rows, (n as f64 * 0.1) as usize)),
-        ("SELECT id, score FROM t WHERE top_r(score, 1)", reference_top_k(&rows, n)),
+        (
+            "SELECT id, score FROM t WHERE top_r(score, 0.5)",
+            reference_top_k(&rows, n / 2),
+        ),
+        (
+            "SELECT id, score FROM t WHERE top_r(score, 0.1)",
+            reference_top_k(&rows, (n as f64 * 0.1) as usize),
+        ),
+        (
+            "SELECT id, score FROM t WHERE top_r(score, 1)",
+            reference_top_k(&rows, n),
+        ),
         // floor(3001 * 0.0003) = 0: nothing, unlike the reference which keeps everything.
         ("SELECT id, score FROM t WHERE top_r(score, 0.0003)", vec![]),
         (
@@ -53,9 +74,17 @@ fn top_r_counts_rows_after_earlier_filters_and_keeps_none_when_floor_is_zero() {
 #[test]
 fn threshold_and_select_then_fold() {
     let rows = rows(4000, 6, true);
-    let above: Vec<i64> = rows.iter().filter(|r| r.score.is_some_and(|s| s > 1.0)).map(|r| r.id).collect();
+    let above: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.score.is_some_and(|s| s > 1.0))
+        .map(|r| r.id)
+        .collect();
     let half = reference_top_k(&rows, rows.len() / 2);
-    let selected: Vec<Row> = rows.iter().filter(|r| half.contains(&r.id)).cloned().collect();
+    let selected: Vec<Row> = rows
+        .iter()
+        .filter(|r| half.contains(&r.id))
+        .cloned()
+        .collect();
     let cases = vec![
         ("SELECT id, score FROM t WHERE score > 1.0", above),
         (

@@ -102,9 +102,16 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let outcome = match cli.command {
-        Command::Sql(args) => run_sql(args, matches.subcommand_matches("sql").expect("sql command")),
-        Command::Plugins { command: PluginsCommand::List { plugins } } => list_plugins(&plugins),
-        Command::Plugins { command: PluginsCommand::Inspect { library } } => inspect_plugin(&library),
+        Command::Sql(args) => run_sql(
+            args,
+            matches.subcommand_matches("sql").expect("sql command"),
+        ),
+        Command::Plugins {
+            command: PluginsCommand::List { plugins },
+        } => list_plugins(&plugins),
+        Command::Plugins {
+            command: PluginsCommand::Inspect { library },
+        } => inspect_plugin(&library),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,24 +126,40 @@ fn main() -> ExitCode {
 /// The SQL sources in command-line order: (origin, text).
 fn sources(args: &SqlArgs, matches: &ArgMatches) -> anyhow::Result<Vec<(String, String)>> {
     let mut sources: Vec<(usize, String, String)> = Vec::new();
-    for (path, index) in args.files.iter().zip(matches.indices_of("files").into_iter().flatten()) {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow!("cannot read SQL file {path}: {e}"))?;
+    for (path, index) in args
+        .files
+        .iter()
+        .zip(matches.indices_of("files").into_iter().flatten())
+    {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("cannot read SQL file {path}: {e}"))?;
         sources.push((index, path.clone(), text));
     }
-    for (sql, index) in args.commands.iter().zip(matches.indices_of("commands").into_iter().flatten()) {
+    for (sql, index) in args
+        .commands
+        .iter()
+        .zip(matches.indices_of("commands").into_iter().flatten())
+    {
         sources.push((index, "-c".into(), sql.clone()));
     }
     sources.sort_by_key(|(index, _, _)| *index);
-    Ok(sources.into_iter().map(|(_, origin, text)| (origin, text)).collect())
+    Ok(sources
+        .into_iter()
+        .map(|(_, origin, text)| (origin, text))
+        .collect())
 }
 
 fn run_sql(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
     let sources = sources(&args, matches)?;
-    anyhow::ensure!(!sources.is_empty(), "nothing to run: pass -f FILE or -c SQL");
+    anyhow::ensure!(
+        !sources.is_empty(),
+        "nothing to run: pass -f FILE or -c SQL"
+    );
     let params = delt::params::Params::parse(args.params.iter().map(String::as_str))?;
     let mut session = DeltSession::new();
     if let Some(limit) = &args.memory_limit {
-        session = session.with_memory_limit(parse_size(limit).map_err(|e| anyhow!("--memory-limit: {e}"))?);
+        session = session
+            .with_memory_limit(parse_size(limit).map_err(|e| anyhow!("--memory-limit: {e}"))?);
     }
     if let Some(threads) = args.threads {
         session = session.with_threads(threads);
@@ -151,7 +174,10 @@ fn run_sql(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         runtime.worker_threads(threads.max(1));
     }
-    let runtime = runtime.enable_all().build().map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         let format = match args.format {
             Format::Table => ResultFormat::Table,
@@ -177,18 +203,28 @@ fn run_sql(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
 
 /// Libraries from DELT_PLUGIN_PATH, then the ones given explicitly.
 fn plugin_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
-    let mut paths = std::env::var("DELT_PLUGIN_PATH").map(|list| libraries_in(&list)).unwrap_or_default();
+    let mut paths = std::env::var("DELT_PLUGIN_PATH")
+        .map(|list| libraries_in(&list))
+        .unwrap_or_default();
     paths.extend(explicit.iter().cloned());
     paths
 }
 
 fn list_plugins(explicit: &[PathBuf]) -> anyhow::Result<()> {
     let paths = plugin_paths(explicit);
-    anyhow::ensure!(!paths.is_empty(), "no plugins: pass --plugin PATH or set DELT_PLUGIN_PATH");
+    anyhow::ensure!(
+        !paths.is_empty(),
+        "no plugins: pass --plugin PATH or set DELT_PLUGIN_PATH"
+    );
     for path in paths {
         let library = PluginLibrary::load(&path)?;
         let manifest = library.manifest();
-        println!("{} ({} {})", path.display(), manifest.name, manifest.version);
+        println!(
+            "{} ({} {})",
+            path.display(),
+            manifest.name,
+            manifest.version
+        );
         for function in &manifest.functions {
             println!("  {}  {}", signature(function), function.doc);
         }
@@ -215,6 +251,15 @@ fn inspect_plugin(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn signature(function: &delt_plugin::FunctionSpec) -> String {
-    let args: Vec<String> = function.args.iter().map(|a| a.data_type().to_string()).collect();
-    format!("{}({}) -> {}", function.name, args.join(", "), function.returns.data_type())
+    let args: Vec<String> = function
+        .args
+        .iter()
+        .map(|a| a.data_type().to_string())
+        .collect();
+    format!(
+        "{}({}) -> {}",
+        function.name,
+        args.join(", "),
+        function.returns.data_type()
+    )
 }

@@ -51,10 +51,14 @@ pub unsafe fn create<P: Plugin>(
     error: *mut *mut c_char,
 ) -> *mut c_void {
     let outcome = guarded(|| -> Result<Box<dyn Scorer>, String> {
-        let function = unsafe { CStr::from_ptr(function) }.to_str().map_err(|e| e.to_string())?;
-        let options = unsafe { CStr::from_ptr(options_json) }.to_str().map_err(|e| e.to_string())?;
-        let options: Options =
-            serde_json::from_str(options).map_err(|e| format!("options are not a JSON object: {e}"))?;
+        let function = unsafe { CStr::from_ptr(function) }
+            .to_str()
+            .map_err(|e| e.to_string())?;
+        let options = unsafe { CStr::from_ptr(options_json) }
+            .to_str()
+            .map_err(|e| e.to_string())?;
+        let options: Options = serde_json::from_str(options)
+            .map_err(|e| format!("options are not a JSON object: {e}"))?;
         let manifest = P::manifest();
         let spec = manifest
             .find(function)
@@ -63,7 +67,11 @@ pub unsafe fn create<P: Plugin>(
             let known: Vec<&str> = spec.options.keys().map(String::as_str).collect();
             return Err(format!(
                 "unknown option '{unknown}' for {function} (accepted: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ));
         }
         P::create(function, &options)
@@ -91,14 +99,20 @@ pub unsafe fn score(
     error: *mut *mut c_char,
 ) -> i32 {
     // Take ownership first, so the input is released whatever happens next.
-    let (array, schema) = unsafe { (FFI_ArrowArray::from_raw(input), FFI_ArrowSchema::from_raw(input_schema)) };
+    let (array, schema) = unsafe {
+        (
+            FFI_ArrowArray::from_raw(input),
+            FFI_ArrowSchema::from_raw(input_schema),
+        )
+    };
     if instance.is_null() {
         unsafe { set_error(error, "no instance (create failed?)".into()) };
         return 1;
     }
     let scorer = unsafe { &mut *instance.cast::<Box<dyn Scorer>>() };
     let outcome = guarded(|| -> Result<(FFI_ArrowArray, FFI_ArrowSchema), String> {
-        let data = unsafe { from_ffi(array, &schema) }.map_err(|e| format!("bad input from host: {e}"))?;
+        let data =
+            unsafe { from_ffi(array, &schema) }.map_err(|e| format!("bad input from host: {e}"))?;
         let args = StructArray::from(data).columns().to_vec();
         let scores = scorer.score(&args)?;
         to_ffi(&scores.to_data()).map_err(|e| format!("cannot export scores: {e}"))

@@ -76,8 +76,11 @@ pub type AbiVersionFn = unsafe extern "C" fn() -> u32;
 /// `delt_plugin_manifest`.
 pub type ManifestFn = unsafe extern "C" fn() -> *const c_char;
 /// `delt_plugin_create`.
-pub type CreateFn =
-    unsafe extern "C" fn(function: *const c_char, options_json: *const c_char, error: *mut *mut c_char) -> *mut c_void;
+pub type CreateFn = unsafe extern "C" fn(
+    function: *const c_char,
+    options_json: *const c_char,
+    error: *mut *mut c_char,
+) -> *mut c_void;
 /// `delt_plugin_score`.
 pub type ScoreFn = unsafe extern "C" fn(
     instance: *mut c_void,
@@ -158,7 +161,13 @@ impl FunctionSpec {
         returns: ArgType,
         doc: impl Into<String>,
     ) -> Self {
-        Self { name: name.into(), args: args.into_iter().collect(), returns, options: BTreeMap::new(), doc: doc.into() }
+        Self {
+            name: name.into(),
+            args: args.into_iter().collect(),
+            returns,
+            options: BTreeMap::new(),
+            doc: doc.into(),
+        }
     }
 
     /// Declares an option.
@@ -182,7 +191,11 @@ pub struct Manifest {
 impl Manifest {
     /// A manifest without functions yet.
     pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
-        Self { name: name.into(), version: version.into(), functions: Vec::new() }
+        Self {
+            name: name.into(),
+            version: version.into(),
+            functions: Vec::new(),
+        }
     }
 
     /// Adds a function.
@@ -228,8 +241,11 @@ macro_rules! export_plugin {
 
         #[unsafe(no_mangle)]
         pub extern "C" fn delt_plugin_manifest() -> *const ::std::ffi::c_char {
-            static MANIFEST: ::std::sync::OnceLock<::std::ffi::CString> = ::std::sync::OnceLock::new();
-            MANIFEST.get_or_init(|| $crate::export::manifest_json::<$plugin>()).as_ptr()
+            static MANIFEST: ::std::sync::OnceLock<::std::ffi::CString> =
+                ::std::sync::OnceLock::new();
+            MANIFEST
+                .get_or_init(|| $crate::export::manifest_json::<$plugin>())
+                .as_ptr()
         }
 
         /// # Safety
@@ -254,7 +270,9 @@ macro_rules! export_plugin {
             output_schema: *mut $crate::arrow::ffi::FFI_ArrowSchema,
             error: *mut *mut ::std::ffi::c_char,
         ) -> i32 {
-            unsafe { $crate::export::score(instance, input, input_schema, output, output_schema, error) }
+            unsafe {
+                $crate::export::score(instance, input, input_schema, output, output_schema, error)
+            }
         }
 
         /// # Safety

@@ -17,10 +17,11 @@ use delt_plugin::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use delt_plugin::{ArgType, FunctionSpec, Manifest, Options, Plugin, Scorer};
 
 const STOP_WORDS: &[&str] = &[
-    "the", "be", "to", "of", "and", "a", "in", "that", "have", "i", "it", "for", "not", "on", "with", "he",
-    "as", "you", "do", "at", "this", "but", "his", "by", "from", "they", "we", "say", "her", "she", "or",
-    "an", "will", "my", "one", "all", "would", "there", "their", "what", "so", "up", "out", "if", "about",
-    "who", "get", "which", "go", "me", "is", "are", "was", "were", "has", "had", "can", "its", "than",
+    "the", "be", "to", "of", "and", "a", "in", "that", "have", "i", "it", "for", "not", "on",
+    "with", "he", "as", "you", "do", "at", "this", "but", "his", "by", "from", "they", "we", "say",
+    "her", "she", "or", "an", "will", "my", "one", "all", "would", "there", "their", "what", "so",
+    "up", "out", "if", "about", "who", "get", "which", "go", "me", "is", "are", "was", "were",
+    "has", "had", "can", "its", "than",
 ];
 
 /// The quality rules with their thresholds.
@@ -34,7 +35,10 @@ impl TextQuality {
     fn from_options(options: &Options) -> Result<Self, String> {
         let number = |name: &str, default: f64| match options.get(name) {
             None => Ok(default),
-            Some(v) => v.as_f64().filter(|x| *x >= 0.0).ok_or_else(|| format!("option {name} must be a non-negative number, got {v}")),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| *x >= 0.0)
+                .ok_or_else(|| format!("option {name} must be a non-negative number, got {v}")),
         };
         Ok(Self {
             min_words: number("min_words", 20.0)? as usize,
@@ -51,16 +55,40 @@ impl TextQuality {
         let n = words.len() as f64;
         let length = (n / self.min_words.max(1) as f64).min(1.0);
         let mean_word = words.iter().map(|w| w.chars().count()).sum::<usize>() as f64 / n;
-        let word_shape = if (3.0..=10.0).contains(&mean_word) { 1.0 } else { 0.5 };
+        let word_shape = if (3.0..=10.0).contains(&mean_word) {
+            1.0
+        } else {
+            0.5
+        };
         let chars = text.chars().filter(|c| !c.is_whitespace()).count().max(1) as f64;
-        let symbols = text.chars().filter(|c| !c.is_alphanumeric() && !c.is_whitespace()).count() as f64;
+        let symbols = text
+            .chars()
+            .filter(|c| !c.is_alphanumeric() && !c.is_whitespace())
+            .count() as f64;
         let symbol_ratio = symbols / chars;
-        let symbols = if symbol_ratio <= self.max_symbol_ratio { 1.0 } else { self.max_symbol_ratio / symbol_ratio };
-        let lowered: Vec<String> =
-            words.iter().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()).collect();
+        let symbols = if symbol_ratio <= self.max_symbol_ratio {
+            1.0
+        } else {
+            self.max_symbol_ratio / symbol_ratio
+        };
+        let lowered: Vec<String> = words
+            .iter()
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase()
+            })
+            .collect();
         let unique = lowered.iter().collect::<HashSet<_>>().len() as f64 / n;
-        let repetition = if n < 10.0 { 1.0 } else { (unique / 0.3).min(1.0) };
-        let stop = lowered.iter().filter(|w| self.stop_words.contains(w.as_str())).count() as f64 / n;
+        let repetition = if n < 10.0 {
+            1.0
+        } else {
+            (unique / 0.3).min(1.0)
+        };
+        let stop = lowered
+            .iter()
+            .filter(|w| self.stop_words.contains(w.as_str()))
+            .count() as f64
+            / n;
         let stop_words = (stop / 0.1).min(1.0);
         length * word_shape * symbols * repetition * stop_words
     }
@@ -69,7 +97,11 @@ impl TextQuality {
 impl Scorer for TextQuality {
     fn score(&mut self, args: &[ArrayRef]) -> Result<ArrayRef, String> {
         let text = args[0].as_string::<i32>();
-        Ok(Arc::new(text.iter().map(|t| t.map(|t| self.quality(t))).collect::<Float64Array>()))
+        Ok(Arc::new(
+            text.iter()
+                .map(|t| t.map(|t| self.quality(t)))
+                .collect::<Float64Array>(),
+        ))
     }
 }
 
@@ -80,7 +112,11 @@ impl Scorer for TextBytes {
     fn score(&mut self, args: &[ArrayRef]) -> Result<ArrayRef, String> {
         let text = args[0].as_string_view();
         // A view's low 32 bits are the string's length: no need to look at the string.
-        let lengths = text.views().iter().map(|view| *view as u32 as f64).collect();
+        let lengths = text
+            .views()
+            .iter()
+            .map(|view| *view as u32 as f64)
+            .collect();
         Ok(Arc::new(Float64Array::new(lengths, text.nulls().cloned())))
     }
 }
