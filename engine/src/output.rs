@@ -16,8 +16,8 @@
 //! trainer reads) and CSV.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -242,6 +242,8 @@ impl CopyTarget {
     ) -> std::result::Result<u64, DeltError> {
         let destination = self.url.prefix().clone();
         let staging = staging_dir(&destination);
+        let entry = (Arc::clone(&store), staging.clone(), self.url.clone());
+        STAGING.lock().expect("staging list").push(entry);
         let outcome = self
             .stage_shards(Arc::clone(&store), &staging, stream, written)
             .await;
@@ -250,6 +252,10 @@ impl CopyTarget {
             Err(e) => Err(e),
         };
         remove_all(store.as_ref(), &staging, &self.url).await;
+        STAGING
+            .lock()
+            .expect("staging list")
+            .retain(|(_, path, _)| *path != staging);
         result
     }
 
@@ -360,6 +366,19 @@ fn is_shard_name(name: &str, extension: &str) -> bool {
         .and_then(|rest| rest.strip_suffix(extension))
         .and_then(|digits| digits.strip_suffix('.'))
         .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Staging directories of shard sets being written, for [`remove_unfinished`].
+type Staging = (Arc<dyn ObjectStore>, Path, ListingTableUrl);
+static STAGING: Mutex<Vec<Staging>> = Mutex::new(Vec::new());
+
+/// Removes the staging directories of COPYs that were cut short (for example by Ctrl-C, which
+/// drops a running statement): call it before exiting after an interruption.
+pub async fn remove_unfinished() {
+    let unfinished = std::mem::take(&mut *STAGING.lock().expect("staging list"));
+    for (store, staging, url) in unfinished {
+        remove_all(store.as_ref(), &staging, &url).await;
+    }
 }
 
 /// A hidden directory beside `destination`, unique to this run.

@@ -198,7 +198,9 @@ fn rewrite_filter(filter: Filter) -> Result<Transformed<LogicalPlan>> {
         match float_literal(amount) {
             Some(r) if (0.0..=1.0).contains(&r) => Selection::TopR(r),
             _ => {
-                return plan_err!("top_r: r must be a number literal between 0 and 1, got {amount}");
+                return plan_err!(
+                    "top_r: r must be a number literal between 0 and 1, got {amount}"
+                );
             }
         }
     };

@@ -196,7 +196,10 @@ fn run_sql(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
         };
         tokio::select! {
             result = run => Ok(result?),
-            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; unfinished output was not published"),
+            _ = tokio::signal::ctrl_c() => {
+                delt::output::remove_unfinished().await;
+                anyhow::bail!("interrupted; unfinished output was not published")
+            }
         }
     })
 }
