@@ -8,13 +8,13 @@
 //! AS 'plugins/libtext_quality.so#text_quality?min_words=50&batch_size=4096';
 //! ```
 //!
-//! * the library path (relative to the working directory);
+//! * the library: a path (relative to the working directory), or a bare name such as
+//!   `delt_lqs` for `libdelt_lqs.so` in `DELT_PLUGIN_PATH` or beside the `delt` executable;
 //! * `#function`: the plugin function (default: the SQL name, or the library's only function);
 //! * `?name=value&...`: `batch_size` (rows per call) and `concurrency` (instances scoring at
 //!   once) are delt's; every other option goes to the plugin, as a number or boolean when it
 //!   reads as one, else as a string.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,7 +25,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{CreateFunction, Expr};
 use delt_plugin::Options;
 
-use crate::plugin_host::{FunctionSettings, PluginFunction, PluginRegistry};
+use crate::plugin_host::{FunctionSettings, PluginFunction, PluginRegistry, find_library};
 
 /// Creates plugin functions from `CREATE FUNCTION ... LANGUAGE delt`.
 #[derive(Debug)]
@@ -126,9 +126,8 @@ impl FunctionFactory for DeltFunctionFactory {
             }
         };
         let body = parse_body(&body)?;
-        let library = self
-            .registry
-            .load(Path::new(&body.library))
+        let library = find_library(&body.library)
+            .and_then(|path| self.registry.load(&path))
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         let function = match body.function {
             Some(function) => function,

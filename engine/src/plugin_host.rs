@@ -15,7 +15,7 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StructArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StructArray};
 use datafusion::arrow::compute::kernels::boolean::or;
 use datafusion::arrow::compute::{cast, nullif};
 use datafusion::arrow::datatypes::{DataType, Field};
@@ -24,9 +24,10 @@ use datafusion::common::{exec_err, plan_err};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
-use delt_plugin::{FunctionSpec, Manifest, Options, symbols};
+use delt_plugin::{ArgType, FunctionSpec, Manifest, Options, symbols};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
 
@@ -355,11 +356,7 @@ impl PluginFunction {
             .map_err(|e| DataFusionError::Plan(e.to_string()))?
             .clone();
         let first = library.instance(function, &settings.options)?;
-        // DataFusion coerces arguments to these types (for example Utf8View to Utf8).
-        let signature = Signature::exact(
-            spec.args.iter().map(|a| a.data_type()).collect(),
-            Volatility::Immutable,
-        );
+        let signature = signature_of(&spec);
         Ok(Self {
             sql_name: sql_name.to_string(),
             spec,
@@ -378,6 +375,72 @@ impl PluginFunction {
 
     fn returns(&self) -> DataType {
         self.spec.returns.data_type()
+    }
+
+    /// Binary values given for a `text` argument must be UTF-8: otherwise an error naming
+    /// the function, argument and row (within the batch), with the first bytes of the value.
+    fn check_utf8(&self, arg: usize, array: &ArrayRef) -> Result<()> {
+        let values: Box<dyn Iterator<Item = Option<&[u8]>>> = match array.data_type() {
+            DataType::Binary => Box::new(array.as_binary::<i32>().iter()),
+            DataType::LargeBinary => Box::new(array.as_binary::<i64>().iter()),
+            DataType::BinaryView => Box::new(array.as_binary_view().iter()),
+            _ => return Ok(()),
+        };
+        for (row, value) in values.enumerate() {
+            if let Some(bytes) = value
+                && let Err(e) = std::str::from_utf8(bytes)
+            {
+                let head: Vec<String> = bytes.iter().take(16).map(|b| format!("{b:02x}")).collect();
+                return exec_err!(
+                    "{}: argument {} is binary and not UTF-8 text at row {row} of a batch of {} \
+                     ({e}; bytes {}{}): decode the column to text first, or filter such rows out",
+                    self.sql_name,
+                    arg + 1,
+                    array.len(),
+                    head.join(" "),
+                    if bytes.len() > 16 { " ..." } else { "" }
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// DataFusion coerces arguments to the declared types (for example Utf8View to Utf8); a
+/// `text` argument takes any string or binary type as it is.
+fn signature_of(spec: &FunctionSpec) -> Signature {
+    const TEXT: [DataType; 6] = [
+        DataType::Utf8View,
+        DataType::Utf8,
+        DataType::LargeUtf8,
+        DataType::Binary,
+        DataType::LargeBinary,
+        DataType::BinaryView,
+    ];
+    let mut choices: Vec<Vec<DataType>> = vec![Vec::new()];
+    for arg in &spec.args {
+        let options = match arg {
+            ArgType::Text => TEXT.to_vec(),
+            other => vec![other.data_type()],
+        };
+        choices = choices
+            .into_iter()
+            .flat_map(|prefix| {
+                options.iter().map(move |t| {
+                    let mut next = prefix.clone();
+                    next.push(t.clone());
+                    next
+                })
+            })
+            .collect();
+    }
+    if choices.len() == 1 {
+        Signature::exact(choices.pop().unwrap_or_default(), Volatility::Immutable)
+    } else {
+        Signature::one_of(
+            choices.into_iter().map(TypeSignature::Exact).collect(),
+            Volatility::Immutable,
+        )
     }
 }
 
@@ -441,12 +504,18 @@ impl AsyncScalarUDFImpl for PluginFunction {
 
     async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let wanted: Vec<DataType> = self.spec.args.iter().map(|a| a.data_type()).collect();
         let arrays: Vec<ArrayRef> = args
             .args
             .iter()
-            .zip(&wanted)
-            .map(|(arg, want)| Ok(cast(&arg.to_array(rows)?, want)?))
+            .zip(&self.spec.args)
+            .enumerate()
+            .map(|(i, (arg, want))| {
+                let array = arg.to_array(rows)?;
+                if *want == ArgType::Text {
+                    self.check_utf8(i, &array)?;
+                }
+                Ok(cast(&array, &want.data_type())?)
+            })
             .collect::<Result<_>>()?;
         // A NULL argument gives a NULL score, whatever the plugin makes of it.
         let mut nulls: Option<BooleanArray> = None;
@@ -537,4 +606,41 @@ pub fn libraries_in(path_list: &str) -> Vec<PathBuf> {
         found.extend(libs);
     }
     found
+}
+
+/// The library a `CREATE FUNCTION` body names. A path (with a `/` or a library extension) is
+/// taken as it is; a bare name such as `delt_lqs` is the library `libdelt_lqs.so` found in the
+/// directories of `DELT_PLUGIN_PATH`, then beside the `delt` executable (where `cargo build`
+/// puts delt's own plugins).
+pub fn find_library(name: &str) -> Result<PathBuf, PluginError> {
+    let path = Path::new(name);
+    if name.contains(std::path::MAIN_SEPARATOR) || path.extension().is_some() {
+        return Ok(path.to_path_buf());
+    }
+    let file = format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    let mut dirs: Vec<PathBuf> = std::env::var_os("DELT_PLUGIN_PATH")
+        .map(|list| std::env::split_paths(&list).collect())
+        .unwrap_or_default();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(dir);
+    }
+    dirs.iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            PluginError::NotFound(PathBuf::from(format!(
+                "{file} (searched DELT_PLUGIN_PATH and the delt executable's directory: {})",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        })
 }

@@ -267,3 +267,38 @@ pub fn reference_top_k(rows: &[Row], k: usize) -> Vec<i64> {
         .map(|r| r.id)
         .collect()
 }
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A Rust plugin library built by `cargo build --workspace`.
+pub fn rust_plugin(name: &str) -> PathBuf {
+    let path = repo().join(format!("target/debug/lib{name}.so"));
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --workspace` first (.ci/run does)",
+        path.display()
+    );
+    path
+}
+
+/// (id, text) rows as JSON lines.
+pub fn write_texts(path: &Path, texts: &[Option<&str>]) {
+    let lines: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(id, t)| serde_json::json!({"id": id, "text": t}).to_string())
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// Column `column` of every line of a JSON lines file, as numbers.
+pub fn scores_of(path: &Path, column: &str) -> Vec<Option<f64>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[column].as_f64())
+        .collect()
+}

@@ -7,4 +7,5 @@ mod ordering;
 mod output;
 mod plugins;
 mod s3;
+mod scorers;
 mod selection;

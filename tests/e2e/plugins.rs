@@ -14,21 +14,6 @@ use delt::plugin_host::PluginLibrary;
 
 use crate::common::*;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A Rust plugin library built by `cargo build --workspace`.
-fn rust_plugin(name: &str) -> PathBuf {
-    let path = repo().join(format!("target/debug/lib{name}.so"));
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo build --workspace` first (.ci/run does)",
-        path.display()
-    );
-    path
-}
-
 /// Compiles a C file of the repository into a shared library in `dir`.
 fn c_plugin(dir: &Path, source: &str) -> PathBuf {
     let out = dir.join(format!(
@@ -78,24 +63,6 @@ fn texts() -> Vec<Option<&'static str>> {
         Some(""),
         Some("aeiou xyz"),
     ]
-}
-
-/// (id, text) rows as JSON lines.
-fn write_texts(path: &Path, texts: &[Option<&str>]) {
-    let lines: Vec<String> = texts
-        .iter()
-        .enumerate()
-        .map(|(id, t)| serde_json::json!({"id": id, "text": t}).to_string())
-        .collect();
-    std::fs::write(path, lines.join("\n") + "\n").unwrap();
-}
-
-fn scores_of(path: &Path, column: &str) -> Vec<Option<f64>> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[column].as_f64())
-        .collect()
 }
 
 #[test]

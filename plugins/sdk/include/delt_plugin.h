@@ -11,9 +11,10 @@
  *       {"name": "...", "version": "...", "functions": [
  *          {"name": "...", "args": ["utf8", ...], "returns": "float64",
  *           "options": {"option_name": "one-line doc", ...}, "doc": "one-line doc"}]}
- *     Type names: utf8, large_utf8, utf8_view, binary, bool, int32, int64, float32, float64.
+ *     Type names: utf8, large_utf8, utf8_view, text, binary, bool, int32, int64, float32, float64.
  *     utf8_view (Arrow format "vu") passes DataFusion's strings without a copy; utf8 is the
- *     simplest to read from C.
+ *     simplest to read from C. text accepts any string or binary column and arrives as
+ *     utf8_view; delt checks that binary values are UTF-8 before the call.
  *   delt_plugin_create(function, options_json, &error) -> instance, or NULL and *error set.
  *     options_json is a JSON object; unknown options must be refused.
  *   delt_plugin_score(instance, input, input_schema, output, output_schema, &error) -> 0 on

@@ -106,6 +106,10 @@ pub enum ArgType {
     /// UTF-8 string views (Arrow format `vu`): what DataFusion reads from Parquet, handed to
     /// the plugin without copying the strings.
     Utf8View,
+    /// Text from any string or binary column, handed to the plugin as UTF-8 string views
+    /// (`vu`). Binary values must be UTF-8; delt refuses a batch that holds other bytes,
+    /// naming the argument and row.
+    Text,
     /// Bytes.
     Binary,
     /// Booleans.
@@ -126,7 +130,7 @@ impl ArgType {
         match self {
             Self::Utf8 => DataType::Utf8,
             Self::LargeUtf8 => DataType::LargeUtf8,
-            Self::Utf8View => DataType::Utf8View,
+            Self::Utf8View | Self::Text => DataType::Utf8View,
             Self::Binary => DataType::Binary,
             Self::Bool => DataType::Boolean,
             Self::Int32 => DataType::Int32,
@@ -228,6 +232,33 @@ pub trait Plugin {
     /// An instance of `function` configured by `options` (already checked against the
     /// manifest's declared options).
     fn create(function: &str, options: &Options) -> Result<Box<dyn Scorer>, String>;
+}
+
+/// Scores the texts of a string column (`utf8`, `large_utf8`, `utf8_view` or `text`
+/// argument): `score` gets the non-NULL texts in row order and returns one value each; NULL
+/// rows stay NULL. Saves a model scorer from computing anything for NULLs.
+pub fn score_texts(
+    column: &arrow::array::ArrayRef,
+    score: impl FnOnce(&[&str]) -> Result<Vec<Option<f64>>, String>,
+) -> Result<arrow::array::ArrayRef, String> {
+    use arrow::array::{Array, AsArray, Float64Array};
+    let values: Vec<Option<&str>> = match column.data_type() {
+        DataType::Utf8 => column.as_string::<i32>().iter().collect(),
+        DataType::LargeUtf8 => column.as_string::<i64>().iter().collect(),
+        DataType::Utf8View => column.as_string_view().iter().collect(),
+        other => return Err(format!("expected a string column, got {other}")),
+    };
+    let texts: Vec<&str> = values.iter().flatten().copied().collect();
+    let mut scores = score(&texts)?.into_iter();
+    if scores.len() != texts.len() {
+        return Err(format!("{} scores for {} texts", scores.len(), texts.len()));
+    }
+    let out: Float64Array = values
+        .iter()
+        .map(|v| v.and_then(|_| scores.next().flatten()))
+        .collect();
+    debug_assert_eq!(out.len(), column.len());
+    Ok(std::sync::Arc::new(out))
 }
 
 /// Exports a [`Plugin`] implementation as the delt plugin C ABI.

@@ -1,0 +1,27 @@
+//! The candle models behind delt's scorers and training commands.
+//!
+//! - [`bert`]: BERT-family encoders (BERT, MiniLM, ...) from a Hugging Face directory, with
+//!   mask-aware mean pooling.
+//! - [`lqs`]: the DELT data scorer: an encoder, mean pooling and a linear head, stored as a
+//!   scorer directory.
+//! - [`llama`]: Llama-family causal language models from safetensors or quantized GGUF, and
+//!   the per-document token loss that perplexity is made of.
+//! - [`device`]: `cpu`, `cuda[:N]` or `auto`.
+//! - [`batching`]: length-sorted batches, so padding wastes little compute.
+//! - [`inference`]: the run options every model scorer shares.
+//!
+//! Everything here is inference; code that needs gradients avoids candle's fused ops (see
+//! `shared/notes/stack.md`).
+
+pub mod batching;
+pub mod bert;
+pub mod device;
+pub mod error;
+pub mod inference;
+pub mod llama;
+pub mod lqs;
+pub mod testing;
+pub mod tokenizer;
+
+pub use candle_core;
+pub use error::{ModelError, Result};

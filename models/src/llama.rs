@@ -1,0 +1,592 @@
+//! Llama-family causal language models, for scoring: the summed negative log-likelihood of
+//! each document's tokens, from which perplexity follows.
+//!
+//! Two on-disk forms:
+//! - a quantized GGUF file (llama.cpp's format; weights stay quantized, the tokenizer comes
+//!   from the file's metadata), e.g. SmolLM2-135M-Instruct Q4_1;
+//! - a Hugging Face directory (`config.json`, `*.safetensors`, `tokenizer.json`) with
+//!   `LlamaForCausalLM` weight names: what delt's own trainer writes.
+//!
+//! Documents of a batch are right-padded: with a causal mask no real token attends to padding,
+//! so a document scores the same alone or in any batch.
+
+use std::fs::File;
+use std::path::Path;
+
+use candle_core::quantized::QMatMul;
+use candle_core::quantized::gguf_file;
+use candle_core::quantized::tokenizer::TokenizerFromGguf;
+use candle_core::{D, DType, Device, Module, Tensor};
+use serde::Deserialize;
+use tokenizers::Tokenizer;
+
+use crate::error::required_file;
+use crate::tokenizer::TextTokenizer;
+use crate::{ModelError, Result};
+
+/// The shape of a Llama model (Hugging Face `LlamaConfig` field names).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LlamaConfig {
+    /// Must be `llama` when present.
+    #[serde(default)]
+    pub model_type: Option<String>,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the gated feed-forward block.
+    pub intermediate_size: usize,
+    /// Transformer blocks.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); defaults to `num_attention_heads`.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// RMS norm epsilon.
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// Rotary embedding base.
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// Longest sequence the model was trained for.
+    #[serde(default = "default_positions")]
+    pub max_position_embeddings: usize,
+    /// Whether the output projection is the token embedding.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Rotary scaling variants are not supported; must be absent or null.
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_positions() -> usize {
+    2048
+}
+
+impl LlamaConfig {
+    fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    fn check(&self, source: &Path) -> Result<()> {
+        let unsupported = |what: String| {
+            ModelError::file(
+                source,
+                format!("{what}: the loader supports plain Llama models only"),
+            )
+        };
+        if let Some(t) = &self.model_type
+            && t != "llama"
+        {
+            return Err(unsupported(format!("model_type '{t}' is not 'llama'")));
+        }
+        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(unsupported("rope_scaling".into()));
+        }
+        let heads = self.num_attention_heads;
+        if heads == 0
+            || !self.hidden_size.is_multiple_of(heads)
+            || self.kv_heads() == 0
+            || !heads.is_multiple_of(self.kv_heads())
+            || !self.head_dim().is_multiple_of(2)
+        {
+            return Err(unsupported(format!(
+                "hidden_size {} with {heads} heads and {} key/value heads",
+                self.hidden_size,
+                self.kv_heads()
+            )));
+        }
+        Ok(())
+    }
+}
+
+struct Block {
+    attention_norm: Tensor,
+    q: QMatMul,
+    k: QMatMul,
+    v: QMatMul,
+    o: QMatMul,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+/// Where the weights come from decides the rotary layout: llama.cpp permutes the query and
+/// key rows so that GGUF models rotate interleaved pairs, Hugging Face models rotate halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RopeLayout {
+    Interleaved,
+    Halves,
+}
+
+/// A Llama model ready to score token sequences.
+pub struct LlamaModel {
+    config: LlamaConfig,
+    embedding: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: QMatMul,
+    rope: RopeLayout,
+    device: Device,
+}
+
+/// How quantized GGUF weights are multiplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantized {
+    /// Kept quantized; activations are quantized to 8 bits for the product, as llama.cpp
+    /// does: fast and small, within a fraction of a percent of the float result.
+    Keep,
+    /// Dequantized to float32 at load: exact float arithmetic, several times the memory.
+    Dequantize,
+}
+
+/// A model with the tokenizer it was trained with.
+pub struct LanguageModel {
+    /// The model.
+    pub model: LlamaModel,
+    /// Its tokenizer, truncating to the chosen maximum.
+    pub tokenizer: TextTokenizer,
+}
+
+/// The summed negative log-likelihood of a document's tokens, each predicted from the tokens
+/// before it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenLoss {
+    /// Sum of `-ln p(token | prefix)` in nats.
+    pub nll: f64,
+    /// Tokens predicted.
+    pub tokens: usize,
+}
+
+impl TokenLoss {
+    /// Mean NLL per predicted token.
+    pub fn mean(&self) -> f64 {
+        self.nll / self.tokens as f64
+    }
+
+    /// `exp(mean NLL)`.
+    pub fn perplexity(&self) -> f64 {
+        self.mean().exp()
+    }
+}
+
+impl LanguageModel {
+    /// Loads a `.gguf` file or a Hugging Face directory; texts are truncated to `max_tokens`.
+    pub fn load(path: &Path, max_tokens: usize, device: &Device) -> Result<Self> {
+        Self::load_with(path, max_tokens, Quantized::Keep, device)
+    }
+
+    /// As [`LanguageModel::load`], choosing how quantized GGUF weights are multiplied.
+    pub fn load_with(
+        path: &Path,
+        max_tokens: usize,
+        quantized: Quantized,
+        device: &Device,
+    ) -> Result<Self> {
+        if path.is_dir() {
+            Self::load_dir(path, max_tokens, device)
+        } else if path.extension().is_some_and(|e| e == "gguf") {
+            Self::load_gguf(path, max_tokens, quantized, device)
+        } else if path.exists() {
+            Err(ModelError::file(
+                path,
+                "not a model: give a .gguf file or a directory with config.json, *.safetensors and tokenizer.json",
+            ))
+        } else {
+            Err(ModelError::file(path, "no such file or directory"))
+        }
+    }
+
+    fn load_dir(dir: &Path, max_tokens: usize, device: &Device) -> Result<Self> {
+        let config_path = required_file(dir, "config.json", "Llama model")?;
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| ModelError::file(&config_path, e.to_string()))?;
+        let config: LlamaConfig = serde_json::from_str(&text)
+            .map_err(|e| ModelError::file(&config_path, format!("not a Llama config.json: {e}")))?;
+        config.check(&config_path)?;
+        let tokenizer = required_file(dir, "tokenizer.json", "Llama model")?;
+        let mut shards: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| ModelError::file(dir, e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        shards.sort();
+        if shards.is_empty() {
+            return Err(ModelError::file(
+                dir,
+                "missing: a Llama model directory needs *.safetensors weights",
+            ));
+        }
+        // SAFETY: memory-mapped read-only; model files must not change while delt runs.
+        let vb =
+            unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&shards, DType::F32, device) }
+                .map_err(|e| ModelError::file(dir, format!("unreadable safetensors: {e}")))?;
+        let model = LlamaModel::from_var_builder(config, vb, device)
+            .map_err(|e| ModelError::file(dir, format!("weights do not match config.json: {e}")))?;
+        check_positions(&model.config, max_tokens, dir)?;
+        // The tokenizer's own post-processor decides whether a BOS token starts each text.
+        let tokenizer = TextTokenizer::from_file(&tokenizer, max_tokens, None)?;
+        Ok(Self { model, tokenizer })
+    }
+
+    fn load_gguf(
+        path: &Path,
+        max_tokens: usize,
+        quantized: Quantized,
+        device: &Device,
+    ) -> Result<Self> {
+        let bad =
+            |e: candle_core::Error| ModelError::file(path, format!("not a usable GGUF model: {e}"));
+        let mut file = File::open(path).map_err(|e| ModelError::file(path, e.to_string()))?;
+        let content = gguf_file::Content::read(&mut file).map_err(bad)?;
+        let meta = |key: &str| content.metadata.get(key);
+        let arch = meta("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        if arch != "llama" {
+            return Err(ModelError::file(
+                path,
+                format!(
+                    "architecture '{arch}' is not supported: the loader supports Llama-family GGUF models only"
+                ),
+            ));
+        }
+        let number = |key: &str| -> Result<f64> {
+            let v = meta(key)
+                .ok_or_else(|| ModelError::file(path, format!("GGUF metadata lacks {key}")))?;
+            v.to_u32()
+                .map(f64::from)
+                .or_else(|_| v.to_f32().map(f64::from))
+                .or_else(|_| v.to_u64().map(|x| x as f64))
+                .map_err(bad)
+        };
+        let embedding_q = content
+            .tensor(&mut file, "token_embd.weight", device)
+            .map_err(bad)?;
+        let config = LlamaConfig {
+            model_type: Some("llama".into()),
+            vocab_size: embedding_q.shape().dims()[0],
+            hidden_size: number("llama.embedding_length")? as usize,
+            intermediate_size: number("llama.feed_forward_length")? as usize,
+            num_hidden_layers: number("llama.block_count")? as usize,
+            num_attention_heads: number("llama.attention.head_count")? as usize,
+            num_key_value_heads: Some(number("llama.attention.head_count_kv")? as usize),
+            rms_norm_eps: number("llama.attention.layer_norm_rms_epsilon")?,
+            rope_theta: number("llama.rope.freq_base").unwrap_or(10_000.0),
+            max_position_embeddings: number("llama.context_length")? as usize,
+            tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
+            rope_scaling: None,
+        };
+        config.check(path)?;
+        let matmul = |t: candle_core::quantized::QTensor| -> Result<QMatMul> {
+            match quantized {
+                Quantized::Keep => QMatMul::from_qtensor(t).map_err(bad),
+                Quantized::Dequantize => Ok(QMatMul::Tensor(t.dequantize(device).map_err(bad)?)),
+            }
+        };
+        let mut qtensor = |name: &str| content.tensor(&mut file, name, device).map_err(bad);
+        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let mut q = |part: &str| -> Result<QMatMul> {
+                matmul(qtensor(&format!("blk.{i}.{part}.weight"))?)
+            };
+            blocks.push(Block {
+                q: q("attn_q")?,
+                k: q("attn_k")?,
+                v: q("attn_v")?,
+                o: q("attn_output")?,
+                gate: q("ffn_gate")?,
+                up: q("ffn_up")?,
+                down: q("ffn_down")?,
+                attention_norm: qtensor(&format!("blk.{i}.attn_norm.weight"))?
+                    .dequantize(device)
+                    .map_err(bad)?,
+                ffn_norm: qtensor(&format!("blk.{i}.ffn_norm.weight"))?
+                    .dequantize(device)
+                    .map_err(bad)?,
+            });
+        }
+        let norm = qtensor("output_norm.weight")?
+            .dequantize(device)
+            .map_err(bad)?;
+        let embedding = embedding_q.dequantize(device).map_err(bad)?;
+        let lm_head = if config.tie_word_embeddings {
+            matmul(embedding_q)?
+        } else {
+            matmul(qtensor("output.weight")?)?
+        };
+        let model = LlamaModel {
+            config,
+            embedding,
+            blocks,
+            norm,
+            lm_head,
+            rope: RopeLayout::Interleaved,
+            device: device.clone(),
+        };
+        check_positions(&model.config, max_tokens, path)?;
+        let tokenizer =
+            gguf_tokenizer(&content).map_err(|e| ModelError::file(path, e.to_string()))?;
+        let add_bos = meta("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        let bos = meta("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok());
+        let tokenizer = TextTokenizer::new(tokenizer, max_tokens, bos.filter(|_| add_bos))?;
+        Ok(Self { model, tokenizer })
+    }
+
+    /// The token loss of each text, in input order; `None` for a text with no token to
+    /// predict (empty, or one token and no BOS). Batches are length-sorted, at most
+    /// `batch_size` documents each.
+    pub fn token_losses(
+        &self,
+        texts: &[&str],
+        batch_size: usize,
+    ) -> Result<Vec<Option<TokenLoss>>> {
+        let ids = self.tokenizer.encode(texts)?;
+        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let budget = batch_size.max(1) * self.tokenizer.max_tokens();
+        let mut out = vec![None; texts.len()];
+        for batch in crate::batching::length_batches(&lengths, batch_size, budget) {
+            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+            for (loss, &i) in self.model.token_losses(&seqs)?.into_iter().zip(&batch) {
+                out[i] = loss;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn check_positions(config: &LlamaConfig, max_tokens: usize, source: &Path) -> Result<()> {
+    if max_tokens > config.max_position_embeddings {
+        return Err(ModelError::file(
+            source,
+            format!(
+                "max_tokens {max_tokens} exceeds the model's {} positions",
+                config.max_position_embeddings
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The byte-level BPE tokenizer stored in GGUF metadata. candle builds vocabulary, merges and
+/// special tokens; the pre-tokenizer is set to match the original Hugging Face tokenizer
+/// (no prefix space unless the file asks for one; `smollm` splits digits one by one).
+fn gguf_tokenizer(content: &gguf_file::Content) -> candle_core::Result<Tokenizer> {
+    use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence};
+    let mut tokenizer = Tokenizer::from_gguf(content)?;
+    let string = |key: &str| {
+        content
+            .metadata
+            .get(key)
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+    };
+    let prefix_space = content
+        .metadata
+        .get("tokenizer.ggml.add_space_prefix")
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(false);
+    let byte_level = ByteLevel::new(prefix_space, true, true);
+    match string("tokenizer.ggml.pre").as_deref() {
+        Some("smollm") => {
+            tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                byte_level.into(),
+            ])));
+        }
+        Some("gpt2") | Some("default") | None => {
+            tokenizer.with_pre_tokenizer(Some(byte_level));
+        }
+        Some(_) => {}
+    }
+    Ok(tokenizer)
+}
+
+impl LlamaModel {
+    /// Builds the model from weights with Hugging Face `LlamaForCausalLM` names.
+    pub fn from_var_builder(
+        config: LlamaConfig,
+        vb: candle_nn::VarBuilder,
+        device: &Device,
+    ) -> Result<Self> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let (heads, kv) = (config.num_attention_heads, config.kv_heads());
+        let d = config.head_dim();
+        let linear = |vb: &candle_nn::VarBuilder, out: usize, inp: usize| -> Result<QMatMul> {
+            Ok(QMatMul::Tensor(vb.get((out, inp), "weight")?))
+        };
+        let m = vb.pp("model");
+        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let b = m.pp(format!("layers.{l}"));
+            let attn = b.pp("self_attn");
+            let mlp = b.pp("mlp");
+            blocks.push(Block {
+                attention_norm: b.pp("input_layernorm").get(h, "weight")?,
+                q: linear(&attn.pp("q_proj"), heads * d, h)?,
+                k: linear(&attn.pp("k_proj"), kv * d, h)?,
+                v: linear(&attn.pp("v_proj"), kv * d, h)?,
+                o: linear(&attn.pp("o_proj"), h, heads * d)?,
+                ffn_norm: b.pp("post_attention_layernorm").get(h, "weight")?,
+                gate: linear(&mlp.pp("gate_proj"), i, h)?,
+                up: linear(&mlp.pp("up_proj"), i, h)?,
+                down: linear(&mlp.pp("down_proj"), h, i)?,
+            });
+        }
+        let embedding = m.pp("embed_tokens").get((config.vocab_size, h), "weight")?;
+        let lm_head = if config.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
+            QMatMul::Tensor(embedding.clone())
+        } else {
+            linear(&vb.pp("lm_head"), config.vocab_size, h)?
+        };
+        Ok(Self {
+            norm: m.pp("norm").get(h, "weight")?,
+            config,
+            embedding,
+            blocks,
+            lm_head,
+            rope: RopeLayout::Halves,
+            device: device.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Final hidden states `(batch, seq, hidden)` of right-padded `ids` `(batch, seq)`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, seq) = ids.dims2()?;
+        let (cos, sin) = self.rotary(seq)?;
+        let mask = causal_mask(seq, &self.device)?;
+        let mut x = self
+            .embedding
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((ids.dim(0)?, seq, self.config.hidden_size))?;
+        let eps = self.config.rms_norm_eps as f32;
+        for block in &self.blocks {
+            let normed = candle_nn::ops::rms_norm(&x, &block.attention_norm, eps)?;
+            x = (self.attention(block, &normed, &cos, &sin, &mask)? + x)?;
+            let normed = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
+            let ff = (candle_nn::ops::silu(&block.gate.forward(&normed)?)?
+                * block.up.forward(&normed)?)?;
+            x = (block.down.forward(&ff)? + x)?;
+        }
+        Ok(candle_nn::ops::rms_norm(&x, &self.norm, eps)?)
+    }
+
+    fn rotary(&self, seq: usize) -> Result<(Tensor, Tensor)> {
+        let half = self.config.head_dim() / 2;
+        let theta = self.config.rope_theta;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| (1.0 / theta.powf(2.0 * i as f64 / (2 * half) as f64)) as f32)
+            .collect();
+        let inv = Tensor::from_vec(inv, (1, half), &self.device)?;
+        let positions = Tensor::arange(0u32, seq as u32, &self.device)?
+            .to_dtype(DType::F32)?
+            .reshape((seq, 1))?;
+        let angles = positions.broadcast_mul(&inv)?;
+        Ok((angles.cos()?, angles.sin()?))
+    }
+
+    fn attention(
+        &self,
+        b: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let (batch, seq, hidden) = x.dims3()?;
+        let (heads, kv) = (self.config.num_attention_heads, self.config.kv_heads());
+        let d = self.config.head_dim();
+        let split = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((batch, seq, n, d))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let rope = |t: Tensor| -> Result<Tensor> {
+            Ok(match self.rope {
+                RopeLayout::Interleaved => candle_nn::rotary_emb::rope_i(&t, cos, sin)?,
+                RopeLayout::Halves => candle_nn::rotary_emb::rope(&t, cos, sin)?,
+            })
+        };
+        let q = rope(split(b.q.forward(x)?, heads)?)?;
+        let k = repeat_kv(rope(split(b.k.forward(x)?, kv)?)?, heads / kv)?;
+        let v = repeat_kv(split(b.v.forward(x)?, kv)?, heads / kv)?;
+        let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.broadcast_add(mask)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = weights
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch, seq, hidden))?;
+        Ok(b.o.forward(&out)?)
+    }
+
+    /// The token loss of each sequence (`None` for fewer than two tokens).
+    pub fn token_losses(&self, sequences: &[&[u32]]) -> Result<Vec<Option<TokenLoss>>> {
+        let width = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
+        if width < 2 {
+            return Ok(vec![None; sequences.len()]);
+        }
+        let mut ids = Vec::with_capacity(sequences.len() * width);
+        for s in sequences {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(0u32, width - s.len()));
+        }
+        let ids = Tensor::from_vec(ids, (sequences.len(), width), &self.device)?;
+        let hidden = self.forward(&ids)?;
+        sequences
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if s.len() < 2 {
+                    return Ok(None);
+                }
+                // Logits one document at a time: a whole batch of vocabulary-wide rows is large.
+                let h = hidden.get(i)?.narrow(0, 0, s.len() - 1)?;
+                let logp = candle_nn::ops::log_softmax(&self.lm_head.forward(&h)?, D::Minus1)?;
+                let targets = Tensor::from_slice(&s[1..], (s.len() - 1, 1), &self.device)?;
+                let picked = logp.gather(&targets, 1)?.to_dtype(DType::F64)?;
+                let nll = -picked.sum_all()?.to_scalar::<f64>()?;
+                Ok(Some(TokenLoss {
+                    nll,
+                    tokens: s.len() - 1,
+                }))
+            })
+            .collect()
+    }
+}
+
+fn repeat_kv(x: Tensor, times: usize) -> Result<Tensor> {
+    if times == 1 {
+        return Ok(x);
+    }
+    let (b, kv, s, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .expand((b, kv, times, s, d))?
+        .reshape((b, kv * times, s, d))?)
+}
+
+fn causal_mask(seq: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (seq, seq), device)?)
+}
