@@ -6,13 +6,16 @@
 //!   scorer directory.
 //! - [`llama`]: Llama-family causal language models from safetensors or quantized GGUF, and
 //!   the per-document token loss that perplexity is made of.
+//! - [`annotate`]: LQS labels from the proxy LM's trajectory, co-state and per-document gradients.
+//! - [`proxy_lm`]: a small Llama-architecture LM that trains and differentiates (no fused ops).
 //! - [`device`]: `cpu`, `cuda[:N]` or `auto`.
 //! - [`batching`]: length-sorted batches, so padding wastes little compute.
 //! - [`inference`]: the run options every model scorer shares.
 //!
-//! Everything here is inference; code that needs gradients avoids candle's fused ops (see
-//! `shared/notes/stack.md`).
+//! Scoring code uses candle's fast fused kernels; [`proxy_lm`], which must be differentiated,
+//! avoids them (they silently drop gradients, see `shared/notes/stack.md`).
 
+pub mod annotate;
 pub mod batching;
 pub mod bert;
 pub mod device;
@@ -20,6 +23,8 @@ pub mod error;
 pub mod inference;
 pub mod llama;
 pub mod lqs;
+pub mod proxy_lm;
+pub mod random;
 pub mod testing;
 pub mod tokenizer;
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde_json::{Value, json};
 
+use crate::random::SplitMix64;
 use crate::{ModelError, Result};
 
 /// The words both tiny tokenizers know (anything else is the unknown token).
@@ -25,30 +26,23 @@ pub const WORDS: &[&str] = &[
 
 /// Named tensors of deterministic uniform noise (splitmix64), `center + scale * [-1, 1)`.
 struct Weights {
-    state: u64,
+    rng: SplitMix64,
     tensors: HashMap<String, Tensor>,
 }
 
 impl Weights {
     fn new(seed: u64) -> Self {
         Self {
-            state: seed,
+            rng: SplitMix64::new(seed),
             tensors: HashMap::new(),
         }
     }
 
-    fn next(&mut self) -> f32 {
-        self.state = self.state.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
     fn add(&mut self, name: String, dims: &[usize], center: f32, scale: f32) -> Result<()> {
         let n: usize = dims.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| center + scale * self.next()).collect();
+        let values: Vec<f32> = (0..n)
+            .map(|_| center + scale * self.rng.symmetric() as f32)
+            .collect();
         self.tensors
             .insert(name, Tensor::from_vec(values, dims, &Device::Cpu)?);
         Ok(())

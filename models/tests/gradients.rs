@@ -1,0 +1,125 @@
+//! The proxy LM's gradients against central finite differences (float64, tiny model), and its
+//! saved checkpoints against the inference model.
+
+use delt_models::candle_core::{DType, Device};
+use delt_models::llama::{LanguageModel, LlamaConfig};
+use delt_models::proxy_lm::ProxyLm;
+use delt_models::testing;
+
+fn tiny_config(vocab: usize) -> LlamaConfig {
+    LlamaConfig {
+        model_type: Some("llama".into()),
+        vocab_size: vocab,
+        hidden_size: 8,
+        intermediate_size: 12,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: Some(1),
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 64,
+        tie_word_embeddings: false,
+        rope_scaling: None,
+    }
+}
+
+/// Scales the default init up so the loss surface is far from flat: finite differences then
+/// test something.
+fn model(seed: u64) -> ProxyLm {
+    let lm = ProxyLm::new(tiny_config(17), seed, DType::F64, &Device::Cpu).unwrap();
+    let theta: Vec<f64> = lm.flat_params().unwrap().iter().map(|x| x * 40.0).collect();
+    lm.set_flat_params(&theta).unwrap();
+    lm
+}
+
+fn loss_at(lm: &ProxyLm, theta: &[f64], doc: &[u32]) -> f64 {
+    lm.set_flat_params(theta).unwrap();
+    lm.loss(&[doc]).unwrap().to_scalar::<f64>().unwrap()
+}
+
+#[test]
+fn per_document_gradients_match_finite_differences() {
+    let lm = model(3);
+    let theta = lm.flat_params().unwrap();
+    let n = theta.len();
+    for doc in [&[1u32, 5, 9, 2, 16, 3][..], &[4, 4, 4, 11, 0, 7, 7, 1, 12]] {
+        lm.set_flat_params(&theta).unwrap();
+        let grad = lm.gradient(&lm.loss(&[doc]).unwrap()).unwrap();
+        assert!(
+            grad.iter().any(|g| g.abs() > 1e-3),
+            "a zero gradient tests nothing"
+        );
+        let h = 1e-5;
+        // Single coordinates, spread over every parameter tensor.
+        let mut worst = 0f64;
+        for k in (0..n).step_by(n / 40) {
+            let (mut plus, mut minus) = (theta.clone(), theta.clone());
+            plus[k] += h;
+            minus[k] -= h;
+            let fd = (loss_at(&lm, &plus, doc) - loss_at(&lm, &minus, doc)) / (2.0 * h);
+            let err = (fd - grad[k]).abs() / fd.abs().max(grad[k].abs()).max(1e-4);
+            worst = worst.max(err);
+        }
+        // A random direction: covers all parameters at once.
+        let v: Vec<f64> = (0..n)
+            .map(|i| ((i * 7919 % 1000) as f64 / 500.0) - 1.0)
+            .collect();
+        let plus: Vec<f64> = theta.iter().zip(&v).map(|(t, v)| t + h * v).collect();
+        let minus: Vec<f64> = theta.iter().zip(&v).map(|(t, v)| t - h * v).collect();
+        let fd = (loss_at(&lm, &plus, doc) - loss_at(&lm, &minus, doc)) / (2.0 * h);
+        let analytic: f64 = grad.iter().zip(&v).map(|(g, v)| g * v).sum();
+        let directional = (fd - analytic).abs() / fd.abs().max(analytic.abs());
+        eprintln!(
+            "doc of {} tokens: worst coordinate error {worst:.2e}, directional {directional:.2e}",
+            doc.len()
+        );
+        assert!(worst < 1e-3, "coordinate relative error {worst}");
+        assert!(
+            directional < 1e-3,
+            "directional relative error {directional}: {fd} vs {analytic}"
+        );
+    }
+}
+
+#[test]
+fn batch_loss_is_the_mean_of_document_losses() {
+    let lm = model(5);
+    let docs: [&[u32]; 3] = [&[1, 2, 3], &[4, 5, 6, 7, 8, 9, 10], &[11, 12]];
+    let each = lm.sequence_losses(&docs).unwrap().to_vec1::<f64>().unwrap();
+    for (doc, l) in docs.iter().zip(&each) {
+        let alone = lm.loss(&[doc]).unwrap().to_scalar::<f64>().unwrap();
+        assert!(
+            (alone - l).abs() < 1e-10,
+            "padding changed a loss: {alone} vs {l}"
+        );
+    }
+    let mean = lm.loss(&docs).unwrap().to_scalar::<f64>().unwrap();
+    assert!((mean - each.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+    assert!(
+        lm.loss(&[&[3u32][..]]).is_err(),
+        "one token has nothing to predict"
+    );
+}
+
+#[test]
+fn saved_checkpoints_load_as_inference_models() {
+    let dir = tempfile::tempdir().unwrap();
+    // The tiny test tokenizer (with <s>) defines the vocabulary.
+    testing::write_llama(dir.path(), 1).unwrap();
+    let vocab = 3 + testing::WORDS.len();
+    let mut config = tiny_config(vocab);
+    config.hidden_size = 16;
+    let lm = ProxyLm::new(config, 9, DType::F32, &Device::Cpu).unwrap();
+    let theta: Vec<f64> = lm.flat_params().unwrap().iter().map(|x| x * 30.0).collect();
+    lm.set_flat_params(&theta).unwrap();
+    lm.save(dir.path()).unwrap();
+    let loaded = LanguageModel::load(dir.path(), 64, &Device::Cpu).unwrap();
+    let text = "the data is in the model and the model is in the data";
+    let ids = loaded.tokenizer.encode(&[text]).unwrap();
+    let want = lm.loss(&[&ids[0]]).unwrap().to_scalar::<f32>().unwrap() as f64;
+    let got = loaded.token_losses(&[text], 1).unwrap()[0].unwrap().mean();
+    assert!(
+        (got - want).abs() < 1e-4 * want,
+        "inference {got} vs training {want}"
+    );
+}
