@@ -55,6 +55,14 @@ pub enum DeltError {
     #[error("{0}")]
     Config(String),
 
+    /// A model could not be loaded, trained or run.
+    #[error(transparent)]
+    Model(#[from] delt_models::ModelError),
+
+    /// An Arrow or Parquet error outside a query.
+    #[error("{0}")]
+    Arrow(String),
+
     /// An I/O error outside DataFusion.
     #[error("{context}: {source}")]
     Io {
@@ -87,6 +95,18 @@ fn clean_datafusion_message(err: &DataFusionError) -> String {
         )
     } else {
         text
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for DeltError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Self::Arrow(e.to_string())
+    }
+}
+
+impl From<datafusion::parquet::errors::ParquetError> for DeltError {
+    fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
+        Self::Arrow(e.to_string())
     }
 }
 

@@ -27,6 +27,7 @@ pub mod error;
 pub mod fold;
 pub mod functions;
 pub mod jsonl;
+pub mod lqs;
 pub mod object_stores;
 pub mod order_key;
 pub mod output;

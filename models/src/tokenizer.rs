@@ -83,3 +83,46 @@ impl TextTokenizer {
             .collect())
     }
 }
+
+/// Special tokens of the tokenizers delt trains: padding, unknown, beginning of sequence.
+pub const TRAINED_SPECIALS: [&str; 3] = ["<pad>", "<unk>", "<s>"];
+
+/// Trains a byte-level BPE tokenizer (GPT-2 style, no prefix space) of at most `vocab_size`
+/// tokens on `texts`; it puts `<s>` before each text. Deterministic for the same texts.
+pub fn train_bpe(texts: &[&str], vocab_size: usize) -> Result<Tokenizer> {
+    use tokenizers::AddedToken;
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::processors::template::TemplateProcessing;
+
+    let error = |e: tokenizers::Error| ModelError::Tokenizer(format!("training BPE: {e}"));
+    let mut tokenizer = Tokenizer::new(BPE::default());
+    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(
+            TRAINED_SPECIALS
+                .iter()
+                .map(|t| AddedToken::from(*t, true))
+                .collect(),
+        )
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    tokenizer.train(&mut trainer, texts.iter()).map_err(error)?;
+    let bos = tokenizer
+        .token_to_id("<s>")
+        .ok_or_else(|| ModelError::Tokenizer("trained vocabulary lacks <s>".into()))?;
+    let template = TemplateProcessing::builder()
+        .try_single("<s> $A")
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?
+        .special_tokens(vec![("<s>".to_string(), bos)])
+        .build()
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    tokenizer.with_post_processor(Some(template));
+    Ok(tokenizer)
+}

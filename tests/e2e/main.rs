@@ -3,6 +3,7 @@
 
 mod common;
 mod errors;
+mod lqs;
 mod ordering;
 mod output;
 mod plugins;

@@ -28,6 +28,106 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Learnability-Quality Scoring: label proxy documents, fit the data scorer.
+    Lqs {
+        #[command(subcommand)]
+        command: LqsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LqsCommand {
+    /// Label proxy documents with LQS (gamma and its parts) from a proxy LM's trajectory.
+    Annotate(AnnotateArgs),
+    /// Fit the data scorer (frozen encoder, mean pooling, ridge head) on annotated labels and
+    /// write the scorer directory that lqs_score loads.
+    Fit(FitArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct AnnotateArgs {
+    /// Proxy documents: a sample of the corpus (Parquet, JSON lines, CSV; local or s3://).
+    #[arg(long)]
+    proxy: String,
+    /// A small high-quality target set, same formats.
+    #[arg(long)]
+    target: String,
+    /// Output Parquet file: id, text, gamma, raw_gamma, quality, learnability, reliability, tokens.
+    #[arg(long)]
+    out: PathBuf,
+    /// Column with the text.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Column with the document id (default: the row number).
+    #[arg(long)]
+    id_column: Option<String>,
+    /// A tokenizer.json to use instead of training a byte-level BPE on the proxy texts.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Vocabulary size of the trained BPE tokenizer.
+    #[arg(long, default_value_t = 4096)]
+    vocab_size: usize,
+    /// Tokens kept per document.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Proxy LM width.
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    /// Proxy LM blocks.
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    /// Proxy LM attention heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// SGD steps T.
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Score every N-th step.
+    #[arg(long, default_value_t = 10)]
+    interval: usize,
+    /// Constant SGD learning rate.
+    #[arg(long, default_value_t = 0.008)]
+    lr: f64,
+    /// Proxy documents per SGD step.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Seed of the initialisation and the batch order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also save the proxy LM (initial weights) and its tokenizer in this directory.
+    #[arg(long)]
+    save_model: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct FitArgs {
+    /// Labels written by `delt lqs annotate`.
+    #[arg(long)]
+    labels: PathBuf,
+    /// A BERT-family encoder directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    encoder: PathBuf,
+    /// The scorer directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Tokens the encoder reads per document.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Ridge strengths to try (comma-separated); the best validation Spearman wins.
+    #[arg(long, default_value = "0.0001,0.001,0.01,0.1,1", value_delimiter = ',')]
+    ridge: Vec<f64>,
+    /// Share of documents held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    validation: f64,
+    /// Seed of the validation split.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +212,12 @@ fn main() -> ExitCode {
         Command::Plugins {
             command: PluginsCommand::Inspect { library },
         } => inspect_plugin(&library),
+        Command::Lqs {
+            command: LqsCommand::Annotate(args),
+        } => lqs_annotate(args),
+        Command::Lqs {
+            command: LqsCommand::Fit(args),
+        } => lqs_fit(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -202,6 +308,108 @@ fn run_sql(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the async runtime: {e}"))
+}
+
+fn lqs_annotate(args: AnnotateArgs) -> anyhow::Result<()> {
+    use delt::lqs::{AnnotateJob, annotate_texts, read_texts, write_labels};
+    let started = std::time::Instant::now();
+    let ctx = DeltSession::new().build()?;
+    let (proxy, target) = small_runtime()?.block_on(async {
+        let id = args.id_column.as_deref();
+        let proxy = read_texts(&ctx, &args.proxy, id, &args.text_column).await?;
+        let target = read_texts(&ctx, &args.target, None, &args.text_column).await?;
+        Ok::<_, delt::DeltError>((proxy, target))
+    })?;
+    let job = AnnotateJob {
+        options: delt_models::annotate::AnnotateOptions {
+            steps: args.steps,
+            interval: args.interval,
+            lr: args.lr,
+            batch_size: args.batch_size,
+            seed: args.seed,
+        },
+        max_tokens: args.max_tokens,
+        tokenizer: args.tokenizer,
+        vocab_size: args.vocab_size,
+        hidden: args.hidden,
+        layers: args.layers,
+        heads: args.heads,
+        save_model: args.save_model,
+        progress: !args.quiet,
+    };
+    let (labels, tokens, params) = annotate_texts(&proxy, &target, &job)?;
+    write_labels(&args.out, &proxy, &labels, &tokens)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let scored = args.steps.div_ceil(args.interval) + 1;
+    eprintln!(
+        "labelled {} proxy documents against {} target documents in {seconds:.1} s \
+         (proxy LM {params} parameters, {} steps, {scored} gradient passes: {:.2} ms per document per pass) -> {}",
+        labels.len(),
+        target.texts.len(),
+        args.steps,
+        seconds * 1e3 / (labels.len() * scored) as f64,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn lqs_fit(args: FitArgs) -> anyhow::Result<()> {
+    use datafusion::arrow::array::AsArray;
+    use delt::lqs::{FitJob, fit, read_texts};
+    let ctx = DeltSession::new().build()?;
+    let labels = args.labels.display().to_string();
+    let (texts, gamma) = small_runtime()?.block_on(async {
+        let texts = read_texts(&ctx, &labels, Some("id"), "text").await?;
+        let gamma = ctx
+            .sql(&format!("SELECT gamma FROM '{labels}'"))
+            .await?
+            .collect()
+            .await?;
+        Ok::<_, delt::DeltError>((texts, gamma))
+    })?;
+    let gamma: Vec<f64> = gamma
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    let job = FitJob {
+        labels_path: &args.labels,
+        encoder_dir: &args.encoder,
+        out: &args.out,
+        max_tokens: args.max_tokens,
+        lambdas: &args.ridge,
+        validation_fraction: args.validation,
+        seed: args.seed,
+        progress: !args.quiet,
+    };
+    let report = fit(&job, &texts.texts, &gamma)?;
+    for (lambda, rho) in &report.validation {
+        eprintln!("ridge {lambda:<8} validation Spearman {rho:+.4}");
+    }
+    let best = report
+        .validation
+        .iter()
+        .find(|(l, _)| *l == report.lambda)
+        .map_or(0.0, |(_, r)| *r);
+    eprintln!(
+        "scorer {} (ridge {}, validation Spearman {best:+.4}, {} fit / {} validation documents)",
+        args.out.display(),
+        report.lambda,
+        report.split.0,
+        report.split.1
+    );
+    Ok(())
 }
 
 /// Libraries from DELT_PLUGIN_PATH, then the ones given explicitly.

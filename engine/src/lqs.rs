@@ -1,0 +1,458 @@
+//! The LQS workflow around the SQL engine: `delt lqs annotate` labels proxy documents with
+//! Learnability-Quality Scores from a proxy LM's training trajectory; `delt lqs fit` learns
+//! those labels with an encoder and a linear head and writes the scorer directory that
+//! `lqs_score(text)` loads. The math is in `delt_models::annotate`; this module reads the
+//! inputs (any file delt reads, through the engine), trains the tokenizer, reports progress
+//! and writes the outputs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, concat};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::prelude::SessionContext;
+use delt_models::annotate::{AnnotateOptions, DocLabel, annotate};
+use delt_models::bert::TextEncoder;
+use delt_models::candle_core::{DType, Device};
+use delt_models::llama::LlamaConfig;
+use delt_models::lqs::{self, ScorerConfig};
+use delt_models::proxy_lm::ProxyLm;
+use delt_models::tokenizer::{TextTokenizer, train_bpe};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::DeltError;
+
+type Result<T> = std::result::Result<T, DeltError>;
+
+/// Texts of a file with their ids.
+pub struct Texts {
+    /// The id column, as stored.
+    pub ids: ArrayRef,
+    /// The texts, in file order.
+    pub texts: Vec<String>,
+}
+
+/// Reads `id_column` and `text_column` of `path` (Parquet, JSON lines, CSV; local or S3).
+pub async fn read_texts(
+    ctx: &SessionContext,
+    path: &str,
+    id_column: Option<&str>,
+    text_column: &str,
+) -> Result<Texts> {
+    let id = id_column.map_or("row_number() OVER () - 1".to_string(), |c| {
+        format!("\"{c}\"")
+    });
+    let sql = format!("SELECT {id} AS id, \"{text_column}\" AS text FROM '{path}'");
+    let read = async { ctx.sql(&sql).await?.collect().await };
+    let batches = read
+        .await
+        .map_err(|e| DeltError::Config(format!("{path}: {}", DeltError::from(e))))?;
+    let ids: Vec<ArrayRef> = batches.iter().map(|b| b.column(0).clone()).collect();
+    let id_refs: Vec<&dyn Array> = ids.iter().map(|a| a.as_ref()).collect();
+    let ids = if id_refs.is_empty() {
+        Arc::new(StringArray::from(Vec::<String>::new())) as ArrayRef
+    } else {
+        concat(&id_refs)?
+    };
+    let mut texts = Vec::new();
+    for b in &batches {
+        let column = cast(b.column(1), &DataType::Utf8)?;
+        for (row, t) in column.as_string::<i32>().iter().enumerate() {
+            texts.push(t.map(str::to_string).ok_or_else(|| {
+                DeltError::Config(format!(
+                    "{path}: row {} has no {text_column}: remove NULL texts first",
+                    texts.len() + row
+                ))
+            })?);
+        }
+    }
+    Ok(Texts { ids, texts })
+}
+
+fn progress_bar(enabled: bool) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// What `delt lqs annotate` needs besides the two inputs.
+pub struct AnnotateJob {
+    /// SGD steps, scoring interval, learning rate, batch size, seed.
+    pub options: AnnotateOptions,
+    /// Tokens kept per document.
+    pub max_tokens: usize,
+    /// A tokenizer.json to use; otherwise a byte-level BPE of `vocab_size` is trained on the proxy texts.
+    pub tokenizer: Option<PathBuf>,
+    /// Vocabulary of a trained tokenizer.
+    pub vocab_size: usize,
+    /// Width, depth and heads of the proxy LM.
+    pub hidden: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Where to save the proxy LM at theta_0 and its tokenizer (a directory the perplexity
+    /// plugin can load), if anywhere.
+    pub save_model: Option<PathBuf>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// Labels the proxy documents; returns the labels and the number of proxy LM parameters.
+pub fn annotate_texts(
+    proxy: &Texts,
+    target: &Texts,
+    job: &AnnotateJob,
+) -> Result<(Vec<DocLabel>, Vec<usize>, usize)> {
+    let tokenizer = match &job.tokenizer {
+        Some(path) => TextTokenizer::from_file(path, job.max_tokens, None)?,
+        None => {
+            let texts: Vec<&str> = proxy.texts.iter().map(String::as_str).collect();
+            TextTokenizer::new(train_bpe(&texts, job.vocab_size)?, job.max_tokens, None)?
+        }
+    };
+    let encode = |texts: &Texts, what: &str| -> Result<Vec<Vec<u32>>> {
+        let refs: Vec<&str> = texts.texts.iter().map(String::as_str).collect();
+        let ids = tokenizer.encode(&refs)?;
+        if let Some(i) = ids.iter().position(|d| d.len() < 2) {
+            return Err(DeltError::Config(format!(
+                "{what} document {i} has fewer than two tokens ({:?}): remove empty and one-word documents first",
+                texts.texts[i].chars().take(40).collect::<String>()
+            )));
+        }
+        Ok(ids)
+    };
+    let (proxy_ids, target_ids) = (encode(proxy, "proxy")?, encode(target, "target")?);
+    if target_ids.is_empty() {
+        return Err(DeltError::Config(
+            "the target set is empty: LQS needs target documents to aim at".into(),
+        ));
+    }
+    let vocab = tokenizer.inner().get_vocab_size(true);
+    let config = LlamaConfig {
+        model_type: Some("llama".into()),
+        vocab_size: vocab,
+        hidden_size: job.hidden,
+        intermediate_size: job.hidden * 8 / 3 / 8 * 8,
+        num_hidden_layers: job.layers,
+        num_attention_heads: job.heads,
+        num_key_value_heads: Some(job.heads),
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: job.max_tokens,
+        tie_word_embeddings: false,
+        rope_scaling: None,
+    };
+    let lm = ProxyLm::new(config, job.options.seed, DType::F32, &Device::Cpu)?;
+    if let Some(dir) = &job.save_model {
+        lm.save(dir)?;
+        let path = dir.join("tokenizer.json");
+        tokenizer
+            .inner()
+            .save(&path, false)
+            .map_err(|e| DeltError::Config(format!("{}: {e}", path.display())))?;
+    }
+    let bar = progress_bar(job.progress);
+    let labels = annotate(
+        &lm,
+        &proxy_ids,
+        &target_ids,
+        &job.options,
+        &mut |stage, done, total| {
+            if bar.length() != Some(total as u64) || bar.message() != stage {
+                bar.set_message(stage.to_string());
+                bar.set_length(total as u64);
+            }
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    Ok((
+        labels,
+        proxy_ids.iter().map(Vec::len).collect(),
+        lm.num_params(),
+    ))
+}
+
+/// Writes the labels next to ids and texts as Parquet, atomically (temporary file, rename).
+pub fn write_labels(
+    path: &Path,
+    proxy: &Texts,
+    labels: &[DocLabel],
+    tokens: &[usize],
+) -> Result<()> {
+    let column = |f: fn(&DocLabel) -> f64| {
+        Arc::new(labels.iter().map(f).collect::<Float64Array>()) as ArrayRef
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", proxy.ids.data_type().clone(), true),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("gamma", DataType::Float64, false),
+        Field::new("raw_gamma", DataType::Float64, false),
+        Field::new("quality", DataType::Float64, false),
+        Field::new("learnability", DataType::Float64, false),
+        Field::new("reliability", DataType::Float64, false),
+        Field::new("tokens", DataType::UInt32, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            proxy.ids.clone(),
+            Arc::new(StringArray::from_iter_values(&proxy.texts)),
+            column(|l| l.gamma),
+            column(|l| l.raw_gamma),
+            column(|l| l.quality),
+            column(|l| l.learnability),
+            column(|l| l.reliability),
+            Arc::new(tokens.iter().map(|&t| t as u32).collect::<UInt32Array>()),
+        ],
+    )?;
+    let tmp = path.with_extension("parquet.partial");
+    let io = |e: std::io::Error| DeltError::Config(format!("{}: {e}", path.display()));
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut writer = ArrowWriter::try_new(file, schema, None)?;
+    writer.write(&batch)?;
+    writer.close()?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Spearman rank correlation (average ranks for ties).
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    fn ranks(x: &[f64]) -> Vec<f64> {
+        let mut order: Vec<usize> = (0..x.len()).collect();
+        order.sort_by(|&i, &j| x[i].total_cmp(&x[j]));
+        let mut r = vec![0.0; x.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i;
+            while j + 1 < order.len() && x[order[j + 1]] == x[order[i]] {
+                j += 1;
+            }
+            for k in i..=j {
+                r[order[k]] = (i + j) as f64 / 2.0;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    pearson(&ranks(a), &ranks(b))
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let (va, vb): (f64, f64) = (
+        a.iter().map(|x| (x - ma).powi(2)).sum(),
+        b.iter().map(|y| (y - mb).powi(2)).sum(),
+    );
+    if va == 0.0 || vb == 0.0 {
+        0.0
+    } else {
+        cov / (va * vb).sqrt()
+    }
+}
+
+/// Ridge regression y ~ X w + b by the normal equations (Cholesky); `x` is row-major `n x d`.
+pub fn ridge(x: &[Vec<f64>], y: &[f64], lambda: f64) -> (Vec<f64>, f64) {
+    let (n, d) = (x.len(), x[0].len());
+    let mean_x: Vec<f64> = (0..d)
+        .map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n as f64)
+        .collect();
+    let mean_y = y.iter().sum::<f64>() / n as f64;
+    let mut a = vec![vec![0.0; d]; d];
+    let mut rhs = vec![0.0; d];
+    for (row, &yi) in x.iter().zip(y) {
+        let c: Vec<f64> = row.iter().zip(&mean_x).map(|(v, m)| v - m).collect();
+        for i in 0..d {
+            rhs[i] += c[i] * (yi - mean_y);
+            for j in 0..=i {
+                a[i][j] += c[i] * c[j];
+            }
+        }
+    }
+    for (i, row) in a.iter_mut().enumerate() {
+        row[i] += lambda * n as f64;
+    }
+    // Cholesky: a = L L^T (lower triangle in place), then two triangular solves.
+    for j in 0..d {
+        let s: f64 = (0..j).map(|k| a[j][k] * a[j][k]).sum();
+        a[j][j] = (a[j][j] - s).max(1e-12).sqrt();
+        for i in j + 1..d {
+            let s: f64 = (0..j).map(|k| a[i][k] * a[j][k]).sum();
+            a[i][j] = (a[i][j] - s) / a[j][j];
+        }
+    }
+    let mut z = vec![0.0; d];
+    for i in 0..d {
+        z[i] = (rhs[i] - (0..i).map(|k| a[i][k] * z[k]).sum::<f64>()) / a[i][i];
+    }
+    let mut w = vec![0.0; d];
+    for i in (0..d).rev() {
+        w[i] = (z[i] - (i + 1..d).map(|k| a[k][i] * w[k]).sum::<f64>()) / a[i][i];
+    }
+    let b = mean_y - w.iter().zip(&mean_x).map(|(w, m)| w * m).sum::<f64>();
+    (w, b)
+}
+
+/// What `delt lqs fit` reports.
+pub struct FitReport {
+    /// The chosen ridge strength.
+    pub lambda: f64,
+    /// Spearman correlation of predictions and labels on the validation split, per lambda.
+    pub validation: Vec<(f64, f64)>,
+    /// Documents used to fit and to validate.
+    pub split: (usize, usize),
+}
+
+/// What `delt lqs fit` needs besides the labelled texts.
+pub struct FitJob<'a> {
+    /// Where the labels came from (recorded in scorer.json).
+    pub labels_path: &'a Path,
+    /// The BERT-family encoder directory.
+    pub encoder_dir: &'a Path,
+    /// The scorer directory to write.
+    pub out: &'a Path,
+    /// Tokens the encoder reads per document.
+    pub max_tokens: usize,
+    /// Ridge strengths to try.
+    pub lambdas: &'a [f64],
+    /// Share of documents held out for validation.
+    pub validation_fraction: f64,
+    /// Seed of the split.
+    pub seed: u64,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// Fits the head on frozen, mean-pooled encoder embeddings of the labelled texts: ridge
+/// regression for each strength, the one with the best validation Spearman kept; writes the
+/// scorer directory.
+pub fn fit(job: &FitJob, texts: &[String], gamma: &[f64]) -> Result<FitReport> {
+    let FitJob {
+        labels_path,
+        encoder_dir,
+        out,
+        max_tokens,
+        lambdas,
+        validation_fraction,
+        seed,
+        progress,
+    } = *job;
+    let encoder = TextEncoder::load(encoder_dir, max_tokens, &Device::Cpu)?;
+    let bar = progress_bar(progress);
+    bar.set_message("embedding");
+    bar.set_length(texts.len() as u64);
+    let mut embeddings: Vec<Vec<f64>> = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(64) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let e = encoder.embed(&refs, 32)?;
+        let e = e.to_dtype(DType::F64).and_then(|e| e.to_vec2::<f64>());
+        embeddings.extend(e.map_err(delt_models::ModelError::from)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    // A seeded split: every document whose hash falls below the fraction validates.
+    let mut rng = delt_models::random::SplitMix64::new(seed);
+    let is_validation: Vec<bool> = (0..texts.len())
+        .map(|_| (rng.symmetric() + 1.0) / 2.0 < validation_fraction)
+        .collect();
+    let pick = |v: bool| -> (Vec<Vec<f64>>, Vec<f64>) {
+        (0..texts.len())
+            .filter(|&i| is_validation[i] == v)
+            .map(|i| (embeddings[i].clone(), gamma[i]))
+            .unzip()
+    };
+    let ((train_x, train_y), (val_x, val_y)) = (pick(false), pick(true));
+    if train_x.len() < 2 || val_x.len() < 2 {
+        return Err(DeltError::Config(format!(
+            "{}: {} labelled documents are too few to fit and validate a scorer",
+            labels_path.display(),
+            texts.len()
+        )));
+    }
+    let mut best: Option<(f64, f64, Vec<f64>, f64)> = None;
+    let mut validation = Vec::new();
+    for &lambda in lambdas {
+        let (w, b) = ridge(&train_x, &train_y, lambda);
+        let predicted: Vec<f64> = val_x
+            .iter()
+            .map(|x| x.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + b)
+            .collect();
+        let rho = spearman(&predicted, &val_y);
+        validation.push((lambda, rho));
+        if best.as_ref().is_none_or(|(_, r, _, _)| rho > *r) {
+            best = Some((lambda, rho, w, b));
+        }
+    }
+    let (lambda, rho, w, b) =
+        best.ok_or_else(|| DeltError::Config("no ridge strength to try".into()))?;
+    let encoder_abs =
+        std::fs::canonicalize(encoder_dir).unwrap_or_else(|_| encoder_dir.to_path_buf());
+    let config = ScorerConfig {
+        format: lqs::FORMAT.into(),
+        version: lqs::VERSION,
+        encoder: encoder_abs.display().to_string(),
+        encoder_fingerprint: lqs::encoder_fingerprint(encoder_dir)?,
+        head: "head.safetensors".into(),
+        hidden_size: w.len(),
+        max_tokens,
+        pooling: "mean".into(),
+        training: serde_json::json!({
+            "labels": labels_path.display().to_string(),
+            "method": "ridge regression on frozen mean-pooled embeddings",
+            "lambda": lambda,
+            "validation_spearman": rho,
+            "train_documents": train_x.len(),
+            "validation_documents": val_x.len(),
+            "seed": seed,
+        }),
+    };
+    let weight: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+    lqs::save(out, &config, &weight, b as f32)?;
+    Ok(FitReport {
+        lambda,
+        validation,
+        split: (train_x.len(), val_x.len()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ridge_recovers_a_linear_function() {
+        let x: Vec<Vec<f64>> = (0..50)
+            .map(|i| vec![(i as f64).sin(), (i as f64 * 0.7).cos(), i as f64 / 50.0])
+            .collect();
+        let y: Vec<f64> = x
+            .iter()
+            .map(|r| 2.0 * r[0] - r[1] + 0.5 * r[2] + 3.0)
+            .collect();
+        let (w, b) = ridge(&x, &y, 1e-10);
+        for (got, want) in w.iter().zip([2.0, -1.0, 0.5]) {
+            assert!((got - want).abs() < 1e-6, "{w:?}");
+        }
+        assert!((b - 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn spearman_is_rank_correlation() {
+        assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 100.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        let rho = spearman(&[1.0, 1.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]);
+        assert!(rho > 0.9 && rho < 1.0, "{rho}");
+    }
+}

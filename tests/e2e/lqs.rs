@@ -1,0 +1,252 @@
+//! `delt lqs annotate` and `delt lqs fit` through the real binary: the annotate -> fit -> SQL
+//! workflow on tiny models, determinism, and bad input.
+
+use std::path::Path;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Float64Type;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use delt_models::testing;
+
+use crate::common::*;
+
+fn read_labels(path: &Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+fn column(batches: &[RecordBatch], name: &str) -> Vec<f64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+/// A proxy LM small enough for tests.
+const TINY_LM: [&str; 8] = [
+    "--vocab-size",
+    "300",
+    "--hidden",
+    "16",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+];
+
+fn annotate_args<'a>(
+    proxy: &'a str,
+    target: &'a str,
+    out: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "lqs", "annotate", "--proxy", proxy, "--target", target, "--out", out,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn annotate_fit_and_score_in_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = testing::WORDS;
+    let docs: Vec<String> = (0..40)
+        .map(|i| {
+            (0..(6 + i % 7))
+                .map(|j| words[(i * 13 + j * 7) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let proxy: Vec<Option<&str>> = docs.iter().map(|s| Some(s.as_str())).collect();
+    let (proxy_path, target_path) = (
+        dir.path().join("proxy.jsonl"),
+        dir.path().join("target.jsonl"),
+    );
+    write_texts(&proxy_path, &proxy);
+    write_texts(&target_path, &proxy[..5]);
+    let labels = dir.path().join("labels.parquet");
+    let lm = dir.path().join("proxy-lm");
+    // A tiny proxy LM; the first run also saves it.
+    let mut tiny = TINY_LM.to_vec();
+    tiny.extend([
+        "--id-column",
+        "id",
+        "--max-tokens",
+        "32",
+        "--steps",
+        "6",
+        "--interval",
+        "3",
+        "--batch-size",
+        "4",
+    ]);
+    let (p, t) = (proxy_path.to_str().unwrap(), target_path.to_str().unwrap());
+    let mut first = tiny.to_vec();
+    first.extend(["--save-model", lm.to_str().unwrap()]);
+    let run = delt(&annotate_args(p, t, labels.to_str().unwrap(), &first));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("labelled 40 proxy documents against 5 target documents"),
+        "{stderr}"
+    );
+    // The same inputs and seed give the same labels, byte for byte.
+    let again = dir.path().join("again.parquet");
+    let run = delt(&annotate_args(p, t, again.to_str().unwrap(), &tiny));
+    assert!(run.status.success());
+    assert_eq!(
+        std::fs::read(&labels).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    let batches = read_labels(&labels);
+    let gamma = column(&batches, "gamma");
+    assert_eq!(gamma.len(), 40);
+    let mean = gamma.iter().sum::<f64>() / 40.0;
+    assert!(mean.abs() < 1e-9 && gamma.iter().all(|g| (-3.0..=3.0).contains(g)));
+    for name in ["raw_gamma", "quality", "learnability", "reliability"] {
+        assert!(
+            column(&batches, name).iter().all(|x| x.is_finite()),
+            "{name}"
+        );
+    }
+
+    // The saved proxy LM is a model the perplexity plugin loads.
+    let ppl = run_sql(
+        &[
+            &format!(
+                "CREATE FUNCTION ppl(text VARCHAR) RETURNS DOUBLE LANGUAGE delt AS 'delt_perplexity#perplexity?model={}&max_tokens=32'",
+                lm.display()
+            ),
+            "SELECT ppl('the data and the model') AS p",
+        ],
+        &["--format", "csv"],
+    );
+    let value: f64 = String::from_utf8_lossy(&ppl.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(value > 1.0 && value.is_finite(), "{value}");
+
+    let encoder = dir.path().join("encoder");
+    testing::write_bert(&encoder, 3).unwrap();
+    let scorer = dir.path().join("scorer");
+    let run = delt(&[
+        "lqs",
+        "fit",
+        "--labels",
+        labels.to_str().unwrap(),
+        "--encoder",
+        encoder.to_str().unwrap(),
+        "--out",
+        scorer.to_str().unwrap(),
+        "--max-tokens",
+        "32",
+        "--validation",
+        "0.3",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("validation Spearman"), "{stderr}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(scorer.join("scorer.json")).unwrap())
+            .unwrap();
+    assert!(config["training"]["validation_spearman"].is_number());
+
+    let out = dir.path().join("folded.parquet");
+    let run = delt(&[
+        "sql",
+        "-f",
+        repo().join("sql/lqs_fold.sql").to_str().unwrap(),
+        "--param",
+        &format!("corpus={}", proxy_path.display()),
+        "--param",
+        &format!("scorer={}", scorer.display()),
+        "--param",
+        "keep=0.5",
+        "--param",
+        &format!("out={}", out.display()),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(read_output(&out).len(), 20, "half of 40, folded");
+}
+
+#[test]
+fn bad_lqs_inputs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = dir.path().join("proxy.jsonl");
+    write_texts(
+        &proxy,
+        &[
+            Some("the data and the model"),
+            Some("a model of the data"),
+            Some(""),
+        ],
+    );
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = dir.path().join("labels.parquet");
+    let mut small = TINY_LM.to_vec();
+    small.extend(["--steps", "2", "--interval", "1"]);
+    // Runs annotate expecting a clean failure; returns stderr.
+    let fails = |target: &Path, args: &[&str]| -> String {
+        let run = delt(&annotate_args(
+            proxy.to_str().unwrap(),
+            target.to_str().unwrap(),
+            out.to_str().unwrap(),
+            args,
+        ));
+        let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!out.exists(), "no half-written labels");
+        stderr
+    };
+    let e = fails(&empty, &small);
+    assert!(
+        e.contains("target set is empty") || e.contains("empty.jsonl"),
+        "{e}"
+    );
+    let e = fails(&proxy, &small);
+    assert!(
+        e.contains("proxy document 2 has fewer than two tokens"),
+        "{e}"
+    );
+    let mut wild = small.to_vec();
+    wild.extend(["--lr", "1e30"]);
+    write_texts(
+        &proxy,
+        &[Some("the data and the model"), Some("a model of the data")],
+    );
+    let e = fails(&proxy, &wild);
+    assert!(
+        e.contains("diverged at step") || e.contains("non-finite at step"),
+        "{e}"
+    );
+}
