@@ -28,6 +28,11 @@ pub struct AnnotateOptions {
     pub batch_size: usize,
     /// Seed of the batch order.
     pub seed: u64,
+    /// SGD steps on proxy batches before the recorded trajectory, so that the proxy LM has
+    /// learned something when the trajectory starts (0: start from the initial weights).
+    pub warmup_steps: usize,
+    /// Learning rate of the warm-up.
+    pub warmup_lr: f64,
 }
 
 /// One proxy document's label and the parts it is made of.
@@ -129,23 +134,39 @@ pub fn annotate(
         Ok((value, lm.gradient(&loss)?))
     };
 
-    // 1. Trajectory.
-    let mut theta = lm.flat_params()?;
-    let mut trajectory: Vec<Vec<f32>> = Vec::with_capacity(o.steps + 1);
-    for t in 0..o.steps {
-        trajectory.push(theta.iter().map(|&x| x as f32).collect());
-        let docs = refs(&batch(proxy.len(), o.batch_size, o.seed, t), proxy);
+    // One SGD step on the proxy batch of step `t` (of the batch order seeded with `seed`).
+    let sgd_step = |theta: &mut Vec<f64>,
+                    t: usize,
+                    seed: u64,
+                    lr: f64,
+                    stage: &str|
+     -> Result<()> {
+        let docs = refs(&batch(proxy.len(), o.batch_size, seed, t), proxy);
         let docs: Vec<&[u32]> = docs.iter().map(Vec::as_slice).collect();
-        let (loss, grad) = gradient_at(&theta, &docs)?;
+        let (loss, grad) = gradient_at(theta, &docs)?;
         if !loss.is_finite() || grad.iter().any(|g| !g.is_finite()) {
             return Err(ModelError::Config(format!(
-                "training diverged at step {t} (loss {loss}): lower the learning rate (lr = {})",
-                o.lr
+                "training diverged at {stage} step {t} (loss {loss}): lower the learning rate (lr = {lr})"
             )));
         }
         for (p, g) in theta.iter_mut().zip(&grad) {
-            *p -= o.lr * g;
+            *p -= lr * g;
         }
+        Ok(())
+    };
+
+    // 0. Warm-up, not recorded.
+    let mut theta = lm.flat_params()?;
+    for t in 0..o.warmup_steps {
+        sgd_step(&mut theta, t, !o.seed, o.warmup_lr, "warm-up")?;
+        progress("warm-up", t + 1, o.warmup_steps);
+    }
+
+    // 1. Trajectory.
+    let mut trajectory: Vec<Vec<f32>> = Vec::with_capacity(o.steps + 1);
+    for t in 0..o.steps {
+        trajectory.push(theta.iter().map(|&x| x as f32).collect());
+        sgd_step(&mut theta, t, o.seed, o.lr, "trajectory")?;
         progress("trajectory", t + 1, o.steps);
     }
     trajectory.push(theta.iter().map(|&x| x as f32).collect());

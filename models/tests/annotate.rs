@@ -69,6 +69,8 @@ fn options() -> AnnotateOptions {
         lr: 0.5,
         batch_size: 6,
         seed: 3,
+        warmup_steps: 0,
+        warmup_lr: 0.0,
     }
 }
 
@@ -160,7 +162,7 @@ fn bad_inputs_are_refused_with_the_reason() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("diverged at step") || e.contains("non-finite"),
+        e.contains("diverged at trajectory step") || e.contains("non-finite"),
         "{e}"
     );
 }

@@ -91,6 +91,12 @@ struct AnnotateArgs {
     /// Proxy documents per SGD step.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    /// SGD steps before the recorded trajectory (a proxy LM that has learned something).
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: usize,
+    /// Learning rate of the warm-up steps.
+    #[arg(long, default_value_t = 0.5)]
+    warmup_lr: f64,
     /// Seed of the initialisation and the batch order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -334,6 +340,8 @@ fn lqs_annotate(args: AnnotateArgs) -> anyhow::Result<()> {
             lr: args.lr,
             batch_size: args.batch_size,
             seed: args.seed,
+            warmup_steps: args.warmup_steps,
+            warmup_lr: args.warmup_lr,
         },
         max_tokens: args.max_tokens,
         tokenizer: args.tokenizer,
