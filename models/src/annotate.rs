@@ -1,6 +1,8 @@
 //! LQS labels (Learnability-Quality Scores) from a short training trajectory of the proxy LM,
 //! as in `shared/notes/method.md`:
 //!
+//! 0. Optional warm-up: unrecorded SGD steps, so the proxy LM knows more than unigram
+//!    statistics when the trajectory starts.
 //! 1. Trajectory: SGD for `steps` steps on proxy batches, theta_0 .. theta_T (kept in float32).
 //! 2. Co-state, backwards: lambda_T = grad J(theta_T);
 //!    lambda_t = lambda_{t+1} + grad J(theta_t) - lr * H_t lambda_{t+1}, with J the mean loss
@@ -97,7 +99,7 @@ fn batch(n: usize, batch_size: usize, seed: u64, t: usize) -> Vec<usize> {
 }
 
 /// Labels every proxy document. `progress(stage, done, total)` is called as work advances
-/// (stages: `trajectory`, `co-state`, `documents`).
+/// (stages: `warm-up`, `trajectory`, `co-state`, `documents`).
 pub fn annotate(
     lm: &ProxyLm,
     proxy: &[Vec<u32>],
