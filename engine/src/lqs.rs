@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, UInt32Array,
@@ -73,7 +74,7 @@ pub async fn read_texts(
     Ok(Texts { ids, texts })
 }
 
-fn progress_bar(enabled: bool) -> ProgressBar {
+pub(crate) fn progress_bar(enabled: bool) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }
@@ -102,22 +103,37 @@ pub struct AnnotateJob {
     pub layers: usize,
     /// Attention heads.
     pub heads: usize,
-    /// Where to save the proxy LM at theta_0 and its tokenizer (a directory the perplexity
-    /// plugin can load), if anywhere.
+    /// A proxy LM directory delt saved before (config.json, model.safetensors,
+    /// tokenizer.json) to start from instead of fresh weights; `hidden`, `layers`, `heads`
+    /// and the tokenizer options then come from it.
+    pub init_model: Option<PathBuf>,
+    /// Where to save the proxy LM at the end of the trajectory (theta_T) and its tokenizer:
+    /// a directory the perplexity plugin and `init_model` load.
     pub save_model: Option<PathBuf>,
     /// Show a progress bar.
     pub progress: bool,
 }
 
-/// Labels the proxy documents; returns the labels and the number of proxy LM parameters.
-pub fn annotate_texts(
-    proxy: &Texts,
-    target: &Texts,
-    job: &AnnotateJob,
-) -> Result<(Vec<DocLabel>, Vec<usize>, usize)> {
-    let tokenizer = match &job.tokenizer {
-        Some(path) => TextTokenizer::from_file(path, job.max_tokens, None)?,
-        None => {
+/// What an annotation produced.
+pub struct Annotated {
+    /// One label per proxy document, in input order.
+    pub labels: Vec<DocLabel>,
+    /// Tokens of each proxy document.
+    pub tokens: Vec<usize>,
+    /// Proxy LM parameters.
+    pub parameters: usize,
+    /// Wall time of each stage (warm-up, trajectory, co-state, documents), in order.
+    pub stage_seconds: Vec<(String, f64)>,
+}
+
+/// Labels the proxy documents.
+pub fn annotate_texts(proxy: &Texts, target: &Texts, job: &AnnotateJob) -> Result<Annotated> {
+    let tokenizer = match (&job.tokenizer, &job.init_model) {
+        (Some(path), _) => TextTokenizer::from_file(path, job.max_tokens, None)?,
+        (None, Some(dir)) => {
+            TextTokenizer::from_file(&dir.join("tokenizer.json"), job.max_tokens, None)?
+        }
+        (None, None) => {
             let texts: Vec<&str> = proxy.texts.iter().map(String::as_str).collect();
             TextTokenizer::new(train_bpe(&texts, job.vocab_size)?, job.max_tokens, None)?
         }
@@ -140,30 +156,29 @@ pub fn annotate_texts(
         ));
     }
     let vocab = tokenizer.inner().get_vocab_size(true);
-    let config = LlamaConfig {
-        model_type: Some("llama".into()),
-        vocab_size: vocab,
-        hidden_size: job.hidden,
-        intermediate_size: job.hidden * 8 / 3 / 8 * 8,
-        num_hidden_layers: job.layers,
-        num_attention_heads: job.heads,
-        num_key_value_heads: Some(job.heads),
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: job.max_tokens,
-        tie_word_embeddings: false,
-        rope_scaling: None,
+    let lm = match &job.init_model {
+        Some(dir) => {
+            let lm = ProxyLm::load(dir, DType::F32, &Device::Cpu)?;
+            if lm.config().vocab_size < vocab {
+                return Err(DeltError::Config(format!(
+                    "{}: the model knows {} tokens, its tokenizer {vocab}: give the tokenizer it was trained with",
+                    dir.display(),
+                    lm.config().vocab_size
+                )));
+            }
+            lm
+        }
+        None => {
+            let config =
+                LlamaConfig::small(vocab, job.hidden, job.layers, job.heads, job.max_tokens);
+            ProxyLm::new(config, job.options.seed, DType::F32, &Device::Cpu)?
+        }
     };
-    let lm = ProxyLm::new(config, job.options.seed, DType::F32, &Device::Cpu)?;
-    if let Some(dir) = &job.save_model {
-        lm.save(dir)?;
-        let path = dir.join("tokenizer.json");
-        tokenizer
-            .inner()
-            .save(&path, false)
-            .map_err(|e| DeltError::Config(format!("{}: {e}", path.display())))?;
-    }
     let bar = progress_bar(job.progress);
+    // A stage starts where the previous callback left off (its first unit of work runs
+    // before its first callback).
+    let mut stage_seconds: Vec<(String, f64)> = Vec::new();
+    let (mut stage_started, mut last_call) = (Instant::now(), Instant::now());
     let labels = annotate(
         &lm,
         &proxy_ids,
@@ -175,14 +190,31 @@ pub fn annotate_texts(
                 bar.set_length(total as u64);
             }
             bar.set_position(done as u64);
+            if stage_seconds.last().is_none_or(|(s, _)| s != stage) {
+                stage_seconds.push((stage.to_string(), 0.0));
+                stage_started = last_call;
+            }
+            last_call = Instant::now();
+            if let Some(last) = stage_seconds.last_mut() {
+                last.1 = (last_call - stage_started).as_secs_f64();
+            }
         },
     )?;
     bar.finish_and_clear();
-    Ok((
+    if let Some(dir) = &job.save_model {
+        lm.save(dir)?;
+        let path = dir.join("tokenizer.json");
+        tokenizer
+            .inner()
+            .save(&path, false)
+            .map_err(|e| DeltError::Config(format!("{}: {e}", path.display())))?;
+    }
+    Ok(Annotated {
         labels,
-        proxy_ids.iter().map(Vec::len).collect(),
-        lm.num_params(),
-    ))
+        tokens: proxy_ids.iter().map(Vec::len).collect(),
+        parameters: lm.num_params(),
+        stage_seconds,
+    })
 }
 
 /// Writes the labels next to ids and texts as Parquet, atomically (temporary file, rename).

@@ -3,19 +3,26 @@
 //!
 //! 0. Optional warm-up: unrecorded SGD steps, so the proxy LM knows more than unigram
 //!    statistics when the trajectory starts.
-//! 1. Trajectory: SGD for `steps` steps on proxy batches, theta_0 .. theta_T (kept in float32).
+//! 1. Trajectory: SGD for `steps` steps on proxy batches, theta_0 .. theta_T. Only theta at
+//!    the scored steps and theta_T stay in memory; step 2 recomputes the steps in between,
+//!    one segment at a time (memory: (T / interval + interval) parameter vectors).
 //! 2. Co-state, backwards: lambda_T = grad J(theta_T);
 //!    lambda_t = lambda_{t+1} + grad J(theta_t) - lr * H_t lambda_{t+1}, with J the mean loss
 //!    on the target set and H_t lambda_{t+1} the Hessian-vector product of step t's batch loss
 //!    by central differences of gradients.
-//! 3. Per-document gradients g_{n,t} at the scored steps t = 0, k, 2k, ... and at theta_T:
+//! 3. Per-document gradients g_{n,t} at the scored steps t = 0, k, 2k, ... and at theta_T,
+//!    a batch of documents per pass ([`ProxyLm::sequence_gradients`]):
 //!    gamma_n = sum_t lambda_{t+1} . g_{n,t} / ||g_{n,t'}||, t' the next scored step, or T for
 //!    the last one (the reference divides that one by 1; we use the norm at the final
 //!    parameters). Then gamma is z-scored and clipped to [-3, 3].
 
+use crate::batching::length_batches;
 use crate::proxy_lm::ProxyLm;
 use crate::random::SplitMix64;
 use crate::{ModelError, Result};
+
+/// Documents per forward and backward pass.
+const DOCS_PER_PASS: usize = 16;
 
 /// The knobs of an annotation run.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,10 +87,6 @@ fn norm(v: &[f64]) -> f64 {
     v.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 /// The proxy documents of SGD step `t`: a seeded permutation, walked in order, reshuffled
 /// each epoch.
 fn batch(n: usize, batch_size: usize, seed: u64, t: usize) -> Vec<usize> {
@@ -98,8 +101,9 @@ fn batch(n: usize, batch_size: usize, seed: u64, t: usize) -> Vec<usize> {
     order[start..(start + batch_size).min(n)].to_vec()
 }
 
-/// Labels every proxy document. `progress(stage, done, total)` is called as work advances
-/// (stages: `warm-up`, `trajectory`, `co-state`, `documents`).
+/// Labels every proxy document, starting from `lm`'s current weights; on success `lm` holds
+/// theta_T. `progress(stage, done, total)` is called as work advances (stages: `warm-up`,
+/// `trajectory`, `co-state`, `documents`).
 pub fn annotate(
     lm: &ProxyLm,
     proxy: &[Vec<u32>],
@@ -129,11 +133,20 @@ pub fn annotate(
         idx.iter().map(|&i| docs[i].clone()).collect()
     };
     let target_refs: Vec<&[u32]> = target.iter().map(Vec::as_slice).collect();
+    // The mean loss over `docs` and its gradient, DOCS_PER_PASS documents per backward pass
+    // (the target set is one big batch otherwise; memory stays that of one small batch).
     let gradient_at = |theta: &[f64], docs: &[&[u32]]| -> Result<(f64, Vec<f64>)> {
         lm.set_flat_params(theta)?;
-        let loss = lm.loss(docs)?;
-        let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        Ok((value, lm.gradient(&loss)?))
+        let (mut value, mut grad) = (0.0, vec![0.0; lm.num_params()]);
+        for chunk in docs.chunks(DOCS_PER_PASS) {
+            let share = chunk.len() as f64 / docs.len() as f64;
+            let loss = lm.loss(chunk)?;
+            value += share * loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            for (g, c) in grad.iter_mut().zip(lm.gradient(&loss)?) {
+                *g += share * c;
+            }
+        }
+        Ok((value, grad))
     };
 
     // One SGD step on the proxy batch of step `t` (of the batch order seeded with `seed`).
@@ -164,66 +177,86 @@ pub fn annotate(
         progress("warm-up", t + 1, o.warmup_steps);
     }
 
-    // 1. Trajectory.
-    let mut trajectory: Vec<Vec<f32>> = Vec::with_capacity(o.steps + 1);
+    // 1. Trajectory. Only theta at the scored steps (the segment starts) and theta_T are
+    //    kept; the co-state pass recomputes each segment's steps from its start.
+    let scored: Vec<usize> = (0..o.steps).step_by(o.interval).collect();
+    let mut starts: Vec<Vec<f64>> = Vec::with_capacity(scored.len());
     for t in 0..o.steps {
-        trajectory.push(theta.iter().map(|&x| x as f32).collect());
+        if t % o.interval == 0 {
+            starts.push(theta.clone());
+        }
         sgd_step(&mut theta, t, o.seed, o.lr, "trajectory")?;
         progress("trajectory", t + 1, o.steps);
     }
-    trajectory.push(theta.iter().map(|&x| x as f32).collect());
-    let at = |t: usize| -> Vec<f64> { trajectory[t].iter().map(|&x| f64::from(x)).collect() };
+    let theta_final = theta;
 
-    // 2. Co-state, keeping lambda_{t+1} for the scored steps t.
-    let scored: Vec<usize> = (0..o.steps).step_by(o.interval).collect();
-    let mut lambda = gradient_at(&at(o.steps), &target_refs)?.1;
-    let mut lambda_after: Vec<Option<Vec<f64>>> = vec![None; o.steps];
-    for t in (0..o.steps).rev() {
-        lambda_after[t] = Some(lambda.clone());
-        let theta_t = at(t);
-        let docs = refs(&batch(proxy.len(), o.batch_size, o.seed, t), proxy);
-        let docs: Vec<&[u32]> = docs.iter().map(Vec::as_slice).collect();
-        let eps = 1e-3 * norm(&theta_t).max(1.0);
-        let hv = hessian_vector_product(
-            &mut |p| Ok(gradient_at(p, &docs)?.1),
-            &theta_t,
-            &lambda,
-            eps,
-        )?;
-        let grad_j = gradient_at(&theta_t, &target_refs)?.1;
-        for ((l, gj), h) in lambda.iter_mut().zip(&grad_j).zip(&hv) {
-            *l += gj - o.lr * h;
+    // 2. Co-state, segment by segment from the end, keeping lambda_{s+1} for each scored s.
+    let mut lambda = gradient_at(&theta_final, &target_refs)?.1;
+    let mut lambda_after: Vec<Vec<f64>> = vec![Vec::new(); scored.len()];
+    for (j, &first) in scored.iter().enumerate().rev() {
+        let end = (first + o.interval).min(o.steps);
+        let mut segment = vec![starts[j].clone()];
+        for t in first..end - 1 {
+            let mut next = segment[segment.len() - 1].clone();
+            sgd_step(&mut next, t, o.seed, o.lr, "trajectory")?;
+            segment.push(next);
         }
-        if lambda.iter().any(|x| !x.is_finite()) {
-            return Err(ModelError::Config(format!(
-                "co-state became non-finite at step {t}: lower the learning rate"
-            )));
+        for t in (first..end).rev() {
+            if t == first {
+                lambda_after[j] = lambda.clone();
+            }
+            let theta_t = &segment[t - first];
+            let docs = refs(&batch(proxy.len(), o.batch_size, o.seed, t), proxy);
+            let docs: Vec<&[u32]> = docs.iter().map(Vec::as_slice).collect();
+            let eps = 1e-3 * norm(theta_t).max(1.0);
+            let hv = hessian_vector_product(
+                &mut |p| Ok(gradient_at(p, &docs)?.1),
+                theta_t,
+                &lambda,
+                eps,
+            )?;
+            let grad_j = gradient_at(theta_t, &target_refs)?.1;
+            for ((l, gj), h) in lambda.iter_mut().zip(&grad_j).zip(&hv) {
+                *l += gj - o.lr * h;
+            }
+            if lambda.iter().any(|x| !x.is_finite()) {
+                return Err(ModelError::Config(format!(
+                    "co-state became non-finite at step {t}: lower the learning rate"
+                )));
+            }
+            progress("co-state", o.steps - t, o.steps);
         }
-        progress("co-state", o.steps - t, o.steps);
     }
 
-    // 3. Per-document gradients at the scored steps and at theta_T.
-    let mut checkpoints = scored.clone();
-    checkpoints.push(o.steps);
+    // 3. Per-document gradients at the scored steps and at theta_T, a batch of documents
+    //    per forward and backward pass.
+    let mut checkpoints: Vec<&[f64]> = starts.iter().map(Vec::as_slice).collect();
+    checkpoints.push(&theta_final);
+    let lengths: Vec<usize> = proxy.iter().map(Vec::len).collect();
+    let widest = lengths.iter().copied().max().unwrap_or(1);
+    let batches = length_batches(&lengths, DOCS_PER_PASS, DOCS_PER_PASS * widest);
     let total = checkpoints.len() * proxy.len();
-    // dots[j][n] = lambda_{s_j + 1} . g_{n, s_j}; norms[j][n] = ||g_{n, checkpoints[j]}||.
+    // dots[j][n] = lambda_{s_j + 1} . g_{n, s_j}; norms[j][n] = ||g_n|| at checkpoint j.
     let mut dots = vec![vec![0.0; proxy.len()]; scored.len()];
     let mut norms = vec![vec![0.0; proxy.len()]; checkpoints.len()];
-    for (j, &t) in checkpoints.iter().enumerate() {
-        let theta_t = at(t);
-        for (n, doc) in proxy.iter().enumerate() {
-            let g = gradient_at(&theta_t, &[doc.as_slice()])?.1;
-            norms[j][n] = norm(&g);
-            if let Some(l) = scored.get(j).and_then(|&s| lambda_after[s].as_ref()) {
-                dots[j][n] = dot(l, &g);
+    let mut done = 0;
+    for (j, theta_j) in checkpoints.iter().enumerate() {
+        lm.set_flat_params(theta_j)?;
+        let direction = lambda_after.get(j).map(Vec::as_slice);
+        for batch in &batches {
+            let docs: Vec<&[u32]> = batch.iter().map(|&i| proxy[i].as_slice()).collect();
+            let g = lm.sequence_gradients(&docs, direction)?;
+            for (k, &i) in batch.iter().enumerate() {
+                norms[j][i] = g.norms[k];
+                if j < scored.len() {
+                    dots[j][i] = g.dots[k];
+                }
             }
-            progress("documents", j * proxy.len() + n + 1, total);
+            done += batch.len();
+            progress("documents", done, total);
         }
     }
-    let lambda_norms: Vec<f64> = scored
-        .iter()
-        .map(|&s| lambda_after[s].as_deref().map_or(0.0, norm))
-        .collect();
+    let lambda_norms: Vec<f64> = lambda_after.iter().map(|l| norm(l)).collect();
     let mut labels: Vec<DocLabel> = (0..proxy.len())
         .map(|n| {
             let mut label = DocLabel {
@@ -264,6 +297,10 @@ pub fn annotate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
 
     #[test]
     fn hvp_of_a_quadratic_is_its_matrix_times_v() {

@@ -49,8 +49,8 @@ impl DeviceRequest {
         match self {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda(n) if !CUDA_BUILT => Err(ModelError::Device(format!(
-                "device 'cuda:{n}' requested, but this build has no CUDA support: rebuild the \
-                 plugin with `--features cuda`, or use device 'cpu' or 'auto'"
+                "device 'cuda:{n}' requested, but this build has no CUDA support: rebuild it \
+                 (the plugin, or delt) with `--features cuda`, or use device 'cpu' or 'auto'"
             ))),
             Self::Cuda(n) => Device::new_cuda(n)
                 .map_err(|e| ModelError::Device(format!("cannot open CUDA device {n}: {e}"))),

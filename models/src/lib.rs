@@ -8,6 +8,7 @@
 //!   the per-document token loss that perplexity is made of.
 //! - [`annotate`]: LQS labels from the proxy LM's trajectory, co-state and per-document gradients.
 //! - [`proxy_lm`]: a small Llama-architecture LM that trains and differentiates (no fused ops).
+//! - [`train`]: training that LM on documents in a given order (AdamW, warm-up, cosine).
 //! - [`device`]: `cpu`, `cuda[:N]` or `auto`.
 //! - [`batching`]: length-sorted batches, so padding wastes little compute.
 //! - [`inference`]: the run options every model scorer shares.
@@ -27,6 +28,7 @@ pub mod proxy_lm;
 pub mod random;
 pub mod testing;
 pub mod tokenizer;
+pub mod train;
 
 pub use candle_core;
 pub use error::{ModelError, Result};

@@ -182,6 +182,44 @@ impl TokenLoss {
     }
 }
 
+impl LlamaConfig {
+    /// The shape of the small LMs delt trains (proxy LM, efficacy runs): multi-head
+    /// attention, a SwiGLU block of about 8/3 the width, untied embeddings.
+    pub fn small(
+        vocab_size: usize,
+        hidden: usize,
+        layers: usize,
+        heads: usize,
+        positions: usize,
+    ) -> Self {
+        Self {
+            model_type: Some("llama".into()),
+            vocab_size,
+            hidden_size: hidden,
+            intermediate_size: hidden * 8 / 3 / 8 * 8,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: Some(heads),
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_position_embeddings: positions,
+            tie_word_embeddings: false,
+            rope_scaling: None,
+        }
+    }
+}
+
+/// Reads and checks `config.json` of a Hugging Face Llama directory.
+pub(crate) fn read_config(dir: &Path) -> Result<LlamaConfig> {
+    let config_path = required_file(dir, "config.json", "Llama model")?;
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| ModelError::file(&config_path, e.to_string()))?;
+    let config: LlamaConfig = serde_json::from_str(&text)
+        .map_err(|e| ModelError::file(&config_path, format!("not a Llama config.json: {e}")))?;
+    config.check(&config_path)?;
+    Ok(config)
+}
+
 impl LanguageModel {
     /// Loads a `.gguf` file or a Hugging Face directory; texts are truncated to `max_tokens`.
     pub fn load(path: &Path, max_tokens: usize, device: &Device) -> Result<Self> {
@@ -210,12 +248,7 @@ impl LanguageModel {
     }
 
     fn load_dir(dir: &Path, max_tokens: usize, device: &Device) -> Result<Self> {
-        let config_path = required_file(dir, "config.json", "Llama model")?;
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| ModelError::file(&config_path, e.to_string()))?;
-        let config: LlamaConfig = serde_json::from_str(&text)
-            .map_err(|e| ModelError::file(&config_path, format!("not a Llama config.json: {e}")))?;
-        config.check(&config_path)?;
+        let config = read_config(dir)?;
         let tokenizer = required_file(dir, "tokenizer.json", "Llama model")?;
         let mut shards: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| ModelError::file(dir, e.to_string()))?

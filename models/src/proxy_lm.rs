@@ -17,6 +17,43 @@ use crate::llama::LlamaConfig;
 use crate::random::SplitMix64;
 use crate::{ModelError, Result};
 
+const EMBEDDING: &str = "model.embed_tokens.weight";
+
+/// Per-sequence gradient statistics of one batch, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceGradients {
+    /// ||grad loss(x_n)|| of each sequence.
+    pub norms: Vec<f64>,
+    /// direction . grad loss(x_n) (zeros without a direction).
+    pub dots: Vec<f64>,
+}
+
+/// Where a parameter met the activations in a recorded forward pass; `probe` is a zero
+/// variable added to the op's output, so its gradient is the gradient of that output.
+enum Tap {
+    /// `y = x W^T`.
+    Linear {
+        param: usize,
+        input: Tensor,
+        probe: Var,
+    },
+    /// `y = x * w`, elementwise over the last dimension.
+    Scale {
+        param: usize,
+        input: Tensor,
+        probe: Var,
+    },
+    /// `y = E[ids]`.
+    Embedding {
+        param: usize,
+        ids: Tensor,
+        probe: Var,
+    },
+}
+
+/// `Some` while a forward pass records its taps.
+type Taps = Option<Vec<Tap>>;
+
 /// A trainable decoder-only transformer.
 pub struct ProxyLm {
     config: LlamaConfig,
@@ -31,8 +68,7 @@ impl ProxyLm {
     /// A freshly initialised model: weights uniform with the variance of a normal of std
     /// 0.02 (GPT-2's), norms at 1; the same seed gives the same model.
     pub fn new(config: LlamaConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
-        let mut names = Vec::new();
-        let mut params = Vec::new();
+        let mut tensors = Vec::new();
         for (i, (name, dims)) in Self::shapes(&config).into_iter().enumerate() {
             let n: usize = dims.iter().product();
             let values: Vec<f64> = if name.ends_with("norm.weight") {
@@ -43,8 +79,54 @@ impl ProxyLm {
                 let mut rng = SplitMix64::new(seed.wrapping_mul(1000).wrapping_add(i as u64));
                 (0..n).map(|_| rng.symmetric() * a).collect()
             };
-            let t = Tensor::from_vec(values, dims, device)?.to_dtype(dtype)?;
-            params.push(Var::from_tensor(&t)?);
+            tensors.push((name, Tensor::from_vec(values, dims, device)?));
+        }
+        Self::from_tensors(config, tensors, dtype, device)
+    }
+
+    /// Loads a model that [`ProxyLm::save`] wrote (or any Hugging Face Llama directory
+    /// with untied embeddings and one `model.safetensors`), to continue training it.
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config = crate::llama::read_config(dir)?;
+        if config.tie_word_embeddings {
+            return Err(ModelError::file(
+                dir,
+                "tied word embeddings are not supported for training: give a model delt saved",
+            ));
+        }
+        let path = crate::error::required_file(dir, "model.safetensors", "proxy LM")?;
+        let mut stored = candle_core::safetensors::load(&path, device)
+            .map_err(|e| ModelError::file(&path, format!("unreadable safetensors: {e}")))?;
+        let mut tensors = Vec::new();
+        for (name, dims) in Self::shapes(&config) {
+            let t = stored.remove(&name).ok_or_else(|| {
+                ModelError::file(
+                    &path,
+                    format!("missing tensor {name}: not a Llama checkpoint"),
+                )
+            })?;
+            if t.dims() != dims.as_slice() {
+                return Err(ModelError::file(
+                    &path,
+                    format!("{name} has shape {:?}, config.json says {dims:?}", t.dims()),
+                ));
+            }
+            tensors.push((name, t));
+        }
+        Self::from_tensors(config, tensors, dtype, device)
+    }
+
+    /// The model of named tensors in the fixed order.
+    fn from_tensors(
+        config: LlamaConfig,
+        tensors: Vec<(String, Tensor)>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut names = Vec::with_capacity(tensors.len());
+        let mut params = Vec::with_capacity(tensors.len());
+        for (name, t) in tensors {
+            params.push(Var::from_tensor(&t.to_dtype(dtype)?)?);
             names.push(name);
         }
         Ok(Self {
@@ -61,7 +143,7 @@ impl ProxyLm {
         let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let d = h / c.num_attention_heads;
         let kv = c.num_key_value_heads.unwrap_or(c.num_attention_heads) * d;
-        let mut shapes = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
+        let mut shapes = vec![(EMBEDDING.to_string(), vec![v, h])];
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
             shapes.extend([
@@ -91,28 +173,71 @@ impl ProxyLm {
         self.params.iter().map(|p| p.elem_count()).sum()
     }
 
-    fn param(&self, name: &str) -> &Tensor {
-        let i = self
-            .names
+    fn index(&self, name: &str) -> usize {
+        self.names
             .iter()
             .position(|n| n == name)
-            .expect("known parameter");
-        self.params[i].as_tensor()
+            .expect("known parameter")
     }
 
-    fn rms_norm(&self, x: &Tensor, weight: &str) -> Result<Tensor> {
+    fn param(&self, name: &str) -> &Tensor {
+        self.params[self.index(name)].as_tensor()
+    }
+
+    fn rms_norm(&self, x: &Tensor, weight: &str, taps: &mut Taps) -> Result<Tensor> {
         let eps = self.config.rms_norm_eps;
         let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-        Ok(x.broadcast_mul(&scale)?.broadcast_mul(self.param(weight))?)
+        let normed = x.broadcast_mul(&scale)?;
+        let y = normed.broadcast_mul(self.param(weight))?;
+        self.tap(
+            taps,
+            y,
+            |param, probe| Tap::Scale {
+                param,
+                input: normed.detach(),
+                probe,
+            },
+            weight,
+        )
     }
 
-    fn linear(&self, x: &Tensor, weight: &str) -> Result<Tensor> {
-        Ok(x.broadcast_matmul(&self.param(weight).t()?)?)
+    fn linear(&self, x: &Tensor, weight: &str, taps: &mut Taps) -> Result<Tensor> {
+        let y = x.broadcast_matmul(&self.param(weight).t()?)?;
+        self.tap(
+            taps,
+            y,
+            |param, probe| Tap::Linear {
+                param,
+                input: x.detach(),
+                probe,
+            },
+            weight,
+        )
+    }
+
+    /// When recording, adds a zero probe to `y` (its gradient is the gradient of `y`) and
+    /// records where parameter `weight` met the activations.
+    fn tap(
+        &self,
+        taps: &mut Taps,
+        y: Tensor,
+        record: impl FnOnce(usize, Var) -> Tap,
+        weight: &str,
+    ) -> Result<Tensor> {
+        let Some(taps) = taps else { return Ok(y) };
+        let probe = Var::zeros(y.shape(), y.dtype(), y.device())?;
+        let y = (y + probe.as_tensor())?;
+        taps.push(record(self.index(weight), probe));
+        Ok(y)
     }
 
     /// Logits `(batch, seq, vocab)` of token ids `(batch, seq)` (right padding is harmless:
     /// attention is causal).
     pub fn logits(&self, ids: &Tensor) -> Result<Tensor> {
+        self.forward(ids, &mut None)
+    }
+
+    fn forward(&self, ids: &Tensor, taps: &mut Taps) -> Result<Tensor> {
         let c = &self.config;
         let (batch, seq) = ids.dims2()?;
         let (h, heads) = (c.hidden_size, c.num_attention_heads);
@@ -123,38 +248,37 @@ impl ProxyLm {
             .flat_map(|i| (0..seq).map(move |j| if j > i { f64::NEG_INFINITY } else { 0.0 }))
             .collect();
         let mask = Tensor::from_vec(mask, (seq, seq), &self.device)?.to_dtype(self.dtype)?;
-        let mut x = self
-            .param("model.embed_tokens.weight")
+        let embedded = self
+            .param(EMBEDDING)
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((batch, seq, h))?;
+        let mut x = self.tap(
+            taps,
+            embedded,
+            |param, probe| Tap::Embedding {
+                param,
+                ids: ids.clone(),
+                probe,
+            },
+            EMBEDDING,
+        )?;
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            let n = self.rms_norm(&x, &format!("{p}.input_layernorm.weight"))?;
+            let n = self.rms_norm(&x, &format!("{p}.input_layernorm.weight"), taps)?;
             let split = |t: Tensor, k: usize| -> Result<Tensor> {
                 Ok(t.reshape((batch, seq, k, d))?
                     .transpose(1, 2)?
                     .contiguous()?)
             };
-            let q = rope(
-                &split(
-                    self.linear(&n, &format!("{p}.self_attn.q_proj.weight"))?,
-                    heads,
-                )?,
-                &cos,
-                &sin,
-            )?;
-            let k = rope(
-                &split(
-                    self.linear(&n, &format!("{p}.self_attn.k_proj.weight"))?,
-                    kv,
-                )?,
-                &cos,
-                &sin,
-            )?;
-            let v = split(
-                self.linear(&n, &format!("{p}.self_attn.v_proj.weight"))?,
-                kv,
-            )?;
+            let mut project = |name: &str, k: usize| -> Result<Tensor> {
+                split(
+                    self.linear(&n, &format!("{p}.self_attn.{name}.weight"), taps)?,
+                    k,
+                )
+            };
+            let q = rope(&project("q_proj", heads)?, &cos, &sin)?;
+            let k = rope(&project("k_proj", kv)?, &cos, &sin)?;
+            let v = project("v_proj", kv)?;
             let (k, v) = (repeat_kv(&k, heads / kv)?, repeat_kv(&v, heads / kv)?);
             let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.broadcast_add(&mask)?;
             let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
@@ -162,16 +286,16 @@ impl ProxyLm {
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((batch, seq, h))?;
-            x = (x + self.linear(&attended, &format!("{p}.self_attn.o_proj.weight"))?)?;
-            let n = self.rms_norm(&x, &format!("{p}.post_attention_layernorm.weight"))?;
+            x = (x + self.linear(&attended, &format!("{p}.self_attn.o_proj.weight"), taps)?)?;
+            let n = self.rms_norm(&x, &format!("{p}.post_attention_layernorm.weight"), taps)?;
             let gate = self
-                .linear(&n, &format!("{p}.mlp.gate_proj.weight"))?
+                .linear(&n, &format!("{p}.mlp.gate_proj.weight"), taps)?
                 .silu()?;
-            let up = self.linear(&n, &format!("{p}.mlp.up_proj.weight"))?;
-            x = (x + self.linear(&(gate * up)?, &format!("{p}.mlp.down_proj.weight"))?)?;
+            let up = self.linear(&n, &format!("{p}.mlp.up_proj.weight"), taps)?;
+            x = (x + self.linear(&(gate * up)?, &format!("{p}.mlp.down_proj.weight"), taps)?)?;
         }
-        let x = self.rms_norm(&x, "model.norm.weight")?;
-        self.linear(&x, "lm_head.weight")
+        let x = self.rms_norm(&x, "model.norm.weight", taps)?;
+        self.linear(&x, "lm_head.weight", taps)
     }
 
     fn rotary(&self, seq: usize) -> Result<(Tensor, Tensor)> {
@@ -192,6 +316,10 @@ impl ProxyLm {
     /// Mean token NLL of each sequence `(n,)`: token i+1 predicted from tokens 0..=i.
     /// Sequences need at least two tokens.
     pub fn sequence_losses(&self, sequences: &[&[u32]]) -> Result<Tensor> {
+        self.sequence_losses_with(sequences, &mut None)
+    }
+
+    fn sequence_losses_with(&self, sequences: &[&[u32]], taps: &mut Taps) -> Result<Tensor> {
         let width = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         if sequences.is_empty() || sequences.iter().any(|s| s.len() < 2) {
             return Err(ModelError::Config(
@@ -212,13 +340,31 @@ impl ProxyLm {
         }
         let n = sequences.len();
         let ids = Tensor::from_vec(ids, (n, width), &self.device)?;
-        let logits = self.logits(&ids)?.narrow(1, 0, width - 1)?;
+        let logits = self.forward(&ids, taps)?.narrow(1, 0, width - 1)?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let targets = Tensor::from_vec(targets, (n, width - 1, 1), &self.device)?;
         let picked = logp.gather(&targets, 2)?.squeeze(2)?;
         let weights =
             Tensor::from_vec(weights, (n, width - 1), &self.device)?.to_dtype(self.dtype)?;
         Ok((picked * weights)?.sum(1)?.neg()?)
+    }
+
+    /// Mean NLL over all predicted tokens of the sequences (long sequences weigh more), a
+    /// scalar to differentiate: the training loss of [`crate::train`].
+    pub fn token_loss(&self, sequences: &[&[u32]]) -> Result<Tensor> {
+        let counts: Vec<f64> = sequences
+            .iter()
+            .map(|s| s.len().saturating_sub(1) as f64)
+            .collect();
+        let total: f64 = counts.iter().sum();
+        let weights =
+            Tensor::from_vec(counts, sequences.len(), &self.device)?.to_dtype(self.dtype)?;
+        Ok(((self.sequence_losses(sequences)? * weights)?.sum_all()? / total.max(1.0))?)
+    }
+
+    /// The trainable variables (sharing storage with the model), for an optimizer.
+    pub fn vars(&self) -> Vec<Var> {
+        self.params.clone()
     }
 
     /// Mean over sequences of their mean token NLL, a scalar to differentiate.
@@ -238,6 +384,106 @@ impl ProxyLm {
             }
         }
         Ok(flat)
+    }
+
+    /// Per-sequence gradient statistics from ONE batched forward and backward pass: for each
+    /// sequence the norm of its loss gradient and, given a flat `direction`, the dot product
+    /// of that gradient with it.
+    ///
+    /// The per-sequence gradient of every weight is rebuilt from the activations the weight
+    /// met and the gradient at its output (recorded through zero probes): `dy^T x` for a
+    /// linear layer, `sum_t dy * x` for a norm scale, `dy` rows added up by token for the
+    /// embedding. Padding contributes nothing: attention is causal and padded positions
+    /// carry no loss.
+    pub fn sequence_gradients(
+        &self,
+        sequences: &[&[u32]],
+        direction: Option<&[f64]>,
+    ) -> Result<SequenceGradients> {
+        if let Some(d) = direction.filter(|d| d.len() != self.num_params()) {
+            return Err(ModelError::Config(format!(
+                "direction of {} values for {} parameters",
+                d.len(),
+                self.num_params()
+            )));
+        }
+        let mut taps = Some(Vec::new());
+        let losses = self.sequence_losses_with(sequences, &mut taps)?;
+        let grads = losses.sum_all()?.backward()?;
+        let n = sequences.len();
+        let zeros = || Tensor::zeros(n, DType::F64, &self.device);
+        let (mut squares, mut dots) = (zeros()?, zeros()?);
+        let mut offsets = Vec::with_capacity(self.params.len());
+        let mut offset = 0;
+        for p in &self.params {
+            offsets.push(offset);
+            offset += p.elem_count();
+        }
+        // The direction's slice for parameter `i`, shaped like it.
+        let slice = |i: usize| -> Result<Option<Tensor>> {
+            let Some(d) = direction else { return Ok(None) };
+            let p = &self.params[i];
+            let values = &d[offsets[i]..offsets[i] + p.elem_count()];
+            Ok(Some(
+                Tensor::from_slice(values, p.shape(), &self.device)?.to_dtype(self.dtype)?,
+            ))
+        };
+        for tap in taps.unwrap_or_default() {
+            let (param, probe) = match &tap {
+                Tap::Linear { param, probe, .. }
+                | Tap::Scale { param, probe, .. }
+                | Tap::Embedding { param, probe, .. } => (*param, probe),
+            };
+            let Some(dy) = grads.get(probe.as_tensor()) else {
+                continue;
+            };
+            let (square, dot) = match &tap {
+                Tap::Linear { input, .. } => {
+                    // (n, out, in): each sequence's weight gradient.
+                    let g = dy
+                        .transpose(1, 2)?
+                        .contiguous()?
+                        .matmul(&input.contiguous()?)?;
+                    let dot = match slice(param)? {
+                        Some(d) => Some(g.broadcast_mul(&d)?.sum((1, 2))?),
+                        None => None,
+                    };
+                    (g.sqr()?.sum((1, 2))?, dot)
+                }
+                Tap::Scale { input, .. } => {
+                    let g = (dy * input)?.sum(1)?;
+                    let dot = match slice(param)? {
+                        Some(d) => Some(g.broadcast_mul(&d)?.sum(1)?),
+                        None => None,
+                    };
+                    (g.sqr()?.sum(1)?, dot)
+                }
+                Tap::Embedding { ids, .. } => {
+                    // ||sum over positions of each token||^2 = sum over position pairs with
+                    // the same token of dy_s . dy_t.
+                    let gram = dy.matmul(&dy.transpose(1, 2)?.contiguous()?)?;
+                    let same = same_token_pairs(ids)?.to_dtype(self.dtype)?;
+                    let dot = match slice(param)? {
+                        Some(d) => {
+                            let (b, s, h) = dy.dims3()?;
+                            let rows =
+                                d.index_select(&ids.flatten_all()?, 0)?.reshape((b, s, h))?;
+                            Some((dy * rows)?.sum((1, 2))?)
+                        }
+                        None => None,
+                    };
+                    ((gram * same)?.sum((1, 2))?, dot)
+                }
+            };
+            squares = (squares + square.to_dtype(DType::F64)?)?;
+            if let Some(dot) = dot {
+                dots = (dots + dot.to_dtype(DType::F64)?)?;
+            }
+        }
+        Ok(SequenceGradients {
+            norms: squares.sqrt()?.to_vec1()?,
+            dots: dots.to_vec1()?,
+        })
     }
 
     /// All parameters, flattened in the fixed order.
@@ -322,4 +568,18 @@ fn repeat_kv(x: &Tensor, times: usize) -> Result<Tensor> {
     Ok(x.unsqueeze(2)?
         .expand((b, kv, times, s, d))?
         .reshape((b, kv * times, s, d))?)
+}
+
+/// `(batch, seq, seq)` with 1 where positions s and t hold the same token id.
+fn same_token_pairs(ids: &Tensor) -> Result<Tensor> {
+    let (b, s) = ids.dims2()?;
+    let rows = ids.to_vec2::<u32>()?;
+    let pairs: Vec<u8> = rows
+        .iter()
+        .flat_map(|row| {
+            row.iter()
+                .flat_map(move |a| row.iter().map(move |c| u8::from(a == c)))
+        })
+        .collect();
+    Ok(Tensor::from_vec(pairs, (b, s, s), ids.device())?)
 }

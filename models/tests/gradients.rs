@@ -123,3 +123,69 @@ fn saved_checkpoints_load_as_inference_models() {
         "inference {got} vs training {want}"
     );
 }
+
+#[test]
+fn batched_sequence_gradients_equal_one_backward_per_document() {
+    let lm = model(7);
+    let theta = lm.flat_params().unwrap();
+    // Different lengths (padding), a repeated token (the embedding's scatter-add).
+    let docs: [&[u32]; 4] = [
+        &[1, 5, 9, 2, 16, 3],
+        &[4, 4, 4, 11, 0, 7, 7, 1, 12],
+        &[13, 2],
+        &[0, 0, 6, 6, 6],
+    ];
+    let direction: Vec<f64> = (0..theta.len())
+        .map(|i| ((i * 7919 % 1000) as f64 / 500.0) - 1.0)
+        .collect();
+    let batched = lm.sequence_gradients(&docs, Some(&direction)).unwrap();
+    for (k, doc) in docs.iter().enumerate() {
+        lm.set_flat_params(&theta).unwrap();
+        let g = lm.gradient(&lm.loss(&[doc]).unwrap()).unwrap();
+        let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let dot: f64 = g.iter().zip(&direction).map(|(a, b)| a * b).sum();
+        assert!(norm > 1e-2, "a zero gradient tests nothing");
+        let (dn, dd) = (
+            (batched.norms[k] - norm).abs() / norm,
+            (batched.dots[k] - dot).abs() / dot.abs().max(1e-9),
+        );
+        eprintln!("doc {k}: norm {norm:.6} (rel err {dn:.1e}), dot {dot:.6} (rel err {dd:.1e})");
+        assert!(
+            dn < 1e-9 && dd < 1e-9,
+            "doc {k}: {batched:?} vs {norm} {dot}"
+        );
+    }
+    let plain = lm.sequence_gradients(&docs, None).unwrap();
+    assert_eq!(plain.norms, batched.norms);
+    assert_eq!(plain.dots, vec![0.0; docs.len()]);
+    assert!(lm.sequence_gradients(&docs, Some(&direction[1..])).is_err());
+}
+
+#[test]
+fn saved_checkpoints_load_for_more_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = model(11);
+    lm.save(dir.path()).unwrap();
+    let loaded = ProxyLm::load(dir.path(), DType::F64, &Device::Cpu).unwrap();
+    assert_eq!(loaded.config(), lm.config());
+    // Saved as float32.
+    let (a, b) = (lm.flat_params().unwrap(), loaded.flat_params().unwrap());
+    assert!(
+        a.iter()
+            .zip(&b)
+            .all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(1e-3))
+    );
+    assert_ne!(
+        a,
+        ProxyLm::new(tiny_config(17), 12, DType::F64, &Device::Cpu)
+            .unwrap()
+            .flat_params()
+            .unwrap()
+    );
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    let err = ProxyLm::load(dir.path(), DType::F64, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+}

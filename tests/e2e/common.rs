@@ -302,3 +302,15 @@ pub fn scores_of(path: &Path, column: &str) -> Vec<Option<f64>> {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[column].as_f64())
         .collect()
 }
+
+/// A model shape small enough for tests (`delt lqs annotate`, `delt bench efficacy`).
+pub const TINY_LM: [&str; 8] = [
+    "--vocab-size",
+    "300",
+    "--hidden",
+    "16",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+];

@@ -34,18 +34,6 @@ fn column(batches: &[RecordBatch], name: &str) -> Vec<f64> {
         .collect()
 }
 
-/// A proxy LM small enough for tests.
-const TINY_LM: [&str; 8] = [
-    "--vocab-size",
-    "300",
-    "--hidden",
-    "16",
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-];
-
 fn annotate_args<'a>(
     proxy: &'a str,
     target: &'a str,
@@ -253,6 +241,29 @@ fn annotate_fit_and_score_in_sql() {
         .parse()
         .unwrap();
     assert!(value > 1.0 && value.is_finite(), "{value}");
+
+    // A later run continues from the saved proxy LM (theta_T of the first run): a different
+    // starting point, so different labels.
+    let resumed = dir.path().join("resumed.parquet");
+    let mut from = tiny.to_vec();
+    from.extend(["--init-model", lm.to_str().unwrap()]);
+    let run = delt(&annotate_args(p, t, resumed.to_str().unwrap(), &from));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_ne!(column(&read_labels(&resumed), "gamma"), gamma);
+    let missing = dir.path().join("no-model");
+    std::fs::create_dir(&missing).unwrap();
+    let mut from = tiny.to_vec();
+    from.extend(["--init-model", missing.to_str().unwrap()]);
+    let run = delt(&annotate_args(p, t, resumed.to_str().unwrap(), &from));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && stderr.contains("no-model/tokenizer.json"),
+        "{stderr}"
+    );
 
     let encoder = dir.path().join("encoder");
     testing::write_bert(&encoder, 3).unwrap();

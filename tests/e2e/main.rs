@@ -2,6 +2,7 @@
 //! reference implementations written here straight from the DELT semantics.
 
 mod common;
+mod efficacy;
 mod errors;
 mod lqs;
 mod ordering;

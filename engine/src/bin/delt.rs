@@ -28,11 +28,94 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Experiments around the pipeline.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Learnability-Quality Scoring: label proxy documents, fit the data scorer.
     Lqs {
         #[command(subcommand)]
         command: LqsCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Does the curated order train a better model? Trains a small LM on every arm (an SQL
+    /// ordering or selection of the corpus) with paired seeds and compares the losses.
+    Efficacy(EfficacyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct EfficacyArgs {
+    /// The corpus (Parquet, JSON lines, CSV; local or s3://); the arms see it as table
+    /// `corpus`, minus a held-out slice.
+    #[arg(long)]
+    corpus: String,
+    /// A small high-quality target set, same formats.
+    #[arg(long)]
+    target: String,
+    /// SQL file of arms: every `CREATE VIEW name AS SELECT text FROM corpus ORDER BY ...` is
+    /// one arm, trained in the view's row order; other statements (CREATE FUNCTION, CREATE
+    /// TABLE) run first.
+    #[arg(long, default_value = "sql/efficacy_arms.sql")]
+    arms: PathBuf,
+    /// Substitute VALUE for ${NAME} in the arms file (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Output directory: report.md, results.json, loss_curves.png, target_loss.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// Column with the text.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Paired seeds: each trains every arm from the same initialisation.
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Share of the corpus held out for evaluation (no arm sees it).
+    #[arg(long, default_value_t = 0.05)]
+    heldout: f64,
+    /// The arm paired differences are taken against (default: the first).
+    #[arg(long)]
+    baseline: Option<String>,
+    #[command(flatten)]
+    shape: ShapeArgs,
+    /// A tokenizer.json to use instead of training a BPE tokenizer on the training corpus.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Documents are cut to this many tokens.
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Training tokens per run (default: one pass over the training corpus); an arm with
+    /// fewer tokens repeats its order, one with more is cut.
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// Where the models train: cpu, cuda, cuda:N, auto (cuda needs a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Documents per optimiser step.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Peak AdamW learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f64,
+    /// Share of the steps spent warming up linearly to the peak.
+    #[arg(long, default_value_t = 0.05)]
+    warmup: f64,
+    /// The cosine decay ends at lr times this.
+    #[arg(long, default_value_t = 0.1)]
+    min_lr_ratio: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Evaluations of the target and held-out losses per run (the loss curves' points).
+    #[arg(long, default_value_t = 20)]
+    evals: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +125,23 @@ enum LqsCommand {
     /// Fit the data scorer (frozen encoder, mean pooling, ridge head) on annotated labels and
     /// write the scorer directory that lqs_score loads.
     Fit(FitArgs),
+}
+
+/// The shape of a small Llama-architecture LM that delt trains.
+#[derive(clap::Args, Debug)]
+struct ShapeArgs {
+    /// Vocabulary of the byte-level BPE tokenizer trained on the texts.
+    #[arg(long, default_value_t = 4096)]
+    vocab_size: usize,
+    /// Model width.
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    /// Transformer blocks.
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -64,21 +164,11 @@ struct AnnotateArgs {
     /// A tokenizer.json to use instead of training a byte-level BPE on the proxy texts.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Vocabulary size of the trained BPE tokenizer.
-    #[arg(long, default_value_t = 4096)]
-    vocab_size: usize,
     /// Tokens kept per document.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
-    /// Proxy LM width.
-    #[arg(long, default_value_t = 128)]
-    hidden: usize,
-    /// Proxy LM blocks.
-    #[arg(long, default_value_t = 2)]
-    layers: usize,
-    /// Proxy LM attention heads.
-    #[arg(long, default_value_t = 4)]
-    heads: usize,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// SGD steps T.
     #[arg(long, default_value_t = 100)]
     steps: usize,
@@ -100,7 +190,11 @@ struct AnnotateArgs {
     /// Seed of the initialisation and the batch order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Also save the proxy LM (initial weights) and its tokenizer in this directory.
+    /// Start from a proxy LM saved by an earlier run (--save-model) instead of fresh weights;
+    /// its tokenizer.json and shape are used (--hidden, --layers, --heads are ignored).
+    #[arg(long)]
+    init_model: Option<PathBuf>,
+    /// Save the proxy LM at the end of the trajectory (theta_T) and its tokenizer here.
     #[arg(long)]
     save_model: Option<PathBuf>,
     /// No progress bar.
@@ -224,6 +318,9 @@ fn main() -> ExitCode {
         Command::Lqs {
             command: LqsCommand::Fit(args),
         } => lqs_fit(args),
+        Command::Bench {
+            command: BenchCommand::Efficacy(args),
+        } => bench_efficacy(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -345,14 +442,16 @@ fn lqs_annotate(args: AnnotateArgs) -> anyhow::Result<()> {
         },
         max_tokens: args.max_tokens,
         tokenizer: args.tokenizer,
-        vocab_size: args.vocab_size,
-        hidden: args.hidden,
-        layers: args.layers,
-        heads: args.heads,
+        vocab_size: args.shape.vocab_size,
+        hidden: args.shape.hidden,
+        layers: args.shape.layers,
+        heads: args.shape.heads,
+        init_model: args.init_model,
         save_model: args.save_model,
         progress: !args.quiet,
     };
-    let (labels, tokens, params) = annotate_texts(&proxy, &target, &job)?;
+    let annotated = annotate_texts(&proxy, &target, &job)?;
+    let (labels, tokens, params) = (annotated.labels, annotated.tokens, annotated.parameters);
     write_labels(&args.out, &proxy, &labels, &tokens)?;
     let seconds = started.elapsed().as_secs_f64();
     let scored = args.steps.div_ceil(args.interval) + 1;
@@ -365,6 +464,12 @@ fn lqs_annotate(args: AnnotateArgs) -> anyhow::Result<()> {
         seconds * 1e3 / (labels.len() * scored) as f64,
         args.out.display()
     );
+    let stages: Vec<String> = annotated
+        .stage_seconds
+        .iter()
+        .map(|(stage, s)| format!("{stage} {s:.1} s"))
+        .collect();
+    eprintln!("time by stage: {}", stages.join(", "));
     Ok(())
 }
 
@@ -416,6 +521,69 @@ fn lqs_fit(args: FitArgs) -> anyhow::Result<()> {
         report.lambda,
         report.split.0,
         report.split.1
+    );
+    Ok(())
+}
+
+fn bench_efficacy(args: EfficacyArgs) -> anyhow::Result<()> {
+    use delt::efficacy::{EfficacyJob, ModelShape, read_inputs, run_experiment, write_outputs};
+    let started = std::time::Instant::now();
+    anyhow::ensure!(args.seeds > 0, "--seeds must be at least 1");
+    let arms_sql = std::fs::read_to_string(&args.arms)
+        .map_err(|e| anyhow!("cannot read the arms file {}: {e}", args.arms.display()))?;
+    let job = EfficacyJob {
+        corpus: args.corpus,
+        target: args.target,
+        text_column: args.text_column,
+        arms_sql,
+        arms_origin: args.arms.display().to_string(),
+        params: delt::params::Params::parse(args.params.iter().map(String::as_str))?,
+        heldout: args.heldout,
+        tokens: args.tokens,
+        seeds: (1..=args.seeds).collect(),
+        shape: ModelShape {
+            hidden: args.shape.hidden,
+            layers: args.shape.layers,
+            heads: args.shape.heads,
+            vocab_size: args.shape.vocab_size,
+            tokenizer: args.tokenizer,
+            seq_len: args.seq_len,
+            device: args.device.parse()?,
+        },
+        train: delt_models::train::TrainOptions {
+            batch_size: args.batch_size,
+            lr: args.lr,
+            warmup_steps: 0,
+            min_lr_ratio: args.min_lr_ratio,
+            weight_decay: args.weight_decay,
+            eval_every: 1,
+        },
+        evals: args.evals,
+        warmup: args.warmup,
+        baseline: args.baseline,
+        progress: !args.quiet,
+    };
+    let ctx = DeltSession::new().build()?;
+    let inputs = small_runtime()?.block_on(read_inputs(&ctx, &job))?;
+    let prepared = started.elapsed().as_secs_f64();
+    let (runs, parameters) = run_experiment(&inputs, &job)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let command: Vec<String> = std::env::args().collect();
+    let preamble = format!(
+        "`{}`
+
+{} training / {} held-out / {} target documents; model {parameters} parameters;          wall time {seconds:.0} s ({prepared:.0} s reading and running the arms' SQL).",
+        command.join(" "),
+        inputs.corpus.len(),
+        inputs.heldout.len(),
+        inputs.target.len()
+    );
+    let table = write_outputs(&args.out, &job, &inputs, &runs, parameters, &preamble)?;
+    println!("{table}");
+    eprintln!(
+        "{} runs in {seconds:.1} s -> {}",
+        runs.len(),
+        args.out.display()
     );
     Ok(())
 }
