@@ -570,9 +570,8 @@ fn bench_efficacy(args: EfficacyArgs) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let command: Vec<String> = std::env::args().collect();
     let preamble = format!(
-        "`{}`
-
-{} training / {} held-out / {} target documents; model {parameters} parameters;          wall time {seconds:.0} s ({prepared:.0} s reading and running the arms' SQL).",
+        "`{}`\n\n{} training / {} held-out / {} target documents; model {parameters} \
+         parameters; wall time {seconds:.0} s ({prepared:.0} s reading and running the arms' SQL).",
         command.join(" "),
         inputs.corpus.len(),
         inputs.heldout.len(),

@@ -467,15 +467,8 @@ pub fn write_outputs(
     )
     .map_err(|e| io(&path, e))?;
     let report = format!(
-        "# Efficacy: {} arms x {} seeds
-
-{preamble}
-
-{table}
-         ![loss curves](loss_curves.png)
-
-![final target loss](target_loss.png)
-",
+        "# Efficacy: {} arms x {} seeds\n\n{preamble}\n\n{table}\n\
+         ![loss curves](loss_curves.png)\n\n![final target loss](target_loss.png)\n",
         inputs.arms.len(),
         job.seeds.len()
     );
