@@ -11,6 +11,7 @@ use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
+use crate::cpu_kernels;
 use crate::error::required_file;
 use crate::tokenizer::TextTokenizer;
 use crate::{ModelError, Result};
@@ -120,14 +121,20 @@ fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
     Ok(candle_nn::linear(in_dim, out_dim, vb)?)
 }
 
+/// The bias of a linear layer; every linear layer of a BERT encoder has one.
+fn bias(l: &Linear) -> candle_core::Result<&Tensor> {
+    l.bias()
+        .ok_or_else(|| candle_core::Error::Msg("a BERT linear layer without bias".into()))
+}
+
 fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> Result<LayerNorm> {
     Ok(candle_nn::layer_norm(size, eps, vb)?)
 }
 
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// Query, key and value projections as one `(3 * hidden, hidden)` linear layer, the query
+    /// rows scaled by 1/sqrt(head_dim) so that attention scores need no separate scaling.
+    qkv: Linear,
     attention_out: Linear,
     attention_norm: LayerNorm,
     intermediate: Linear,
@@ -139,10 +146,21 @@ impl Layer {
     fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let attention = vb.pp("attention");
+        let scale = 1.0 / ((h / c.num_attention_heads) as f64).sqrt();
+        let query = linear(attention.pp("self.query"), h, h)?;
+        let key = linear(attention.pp("self.key"), h, h)?;
+        let value = linear(attention.pp("self.value"), h, h)?;
+        let parts = [(query, scale), (key, 1.0), (value, 1.0)];
+        let weights = parts
+            .iter()
+            .map(|(l, s)| l.weight() * *s)
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let biases = parts
+            .iter()
+            .map(|(l, s)| bias(l)? * *s)
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
-            query: linear(attention.pp("self.query"), h, h)?,
-            key: linear(attention.pp("self.key"), h, h)?,
-            value: linear(attention.pp("self.value"), h, h)?,
+            qkv: Linear::new(Tensor::cat(&weights, 0)?, Some(Tensor::cat(&biases, 0)?)),
             attention_out: linear(attention.pp("output.dense"), h, h)?,
             attention_norm: layer_norm(attention.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
             intermediate: linear(vb.pp("intermediate.dense"), h, i)?,
@@ -162,6 +180,7 @@ pub struct BertEncoder {
     embedding_norm: LayerNorm,
     layers: Vec<Layer>,
     device: Device,
+    fused: bool,
 }
 
 impl BertEncoder {
@@ -205,6 +224,7 @@ impl BertEncoder {
             token_type,
             embedding_norm,
             layers,
+            fused: device.is_cpu(),
             device: device.clone(),
         })
     }
@@ -224,10 +244,17 @@ impl BertEncoder {
         &self.device
     }
 
+    /// Chooses between the fused CPU kernels of [`crate::cpu_kernels`] (the default on the
+    /// CPU) and candle's composed ops (the only choice on other devices). Both compute the same
+    /// function; tests compare them.
+    pub fn use_fused_kernels(&mut self, fused: bool) {
+        self.fused = fused && self.device.is_cpu();
+    }
+
     /// Hidden states `(batch, seq, hidden)` of padded `ids` `(batch, seq)`; `mask` `(batch,
     /// seq)` is 1 for real tokens and 0 for padding.
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (batch, seq) = ids.dims2()?;
+        let seq = ids.dim(1)?;
         let positions = Tensor::arange(0u32, seq as u32, &self.device)?;
         let mut x = self
             .word
@@ -239,27 +266,43 @@ impl BertEncoder {
                 &self.device,
             )?)?)?;
         x = self.embedding_norm.forward(&x)?;
-        // Padding keys get a large negative bias: after softmax they weigh exactly zero.
-        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((batch, 1, 1, seq))?;
+        // Padding keys get a large negative bias: after softmax they weigh exactly zero. A
+        // batch without padding needs none.
+        let mask = mask.to_dtype(DType::F32)?;
+        let padded = mask.min_all()?.to_scalar::<f32>()? < 1.0;
+        let key_bias = if padded {
+            Some(((mask - 1.0)? * 1e9)?)
+        } else {
+            None
+        };
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, &bias)?;
+            x = if self.fused {
+                self.layer_fused(layer, &x, key_bias.as_ref())?
+            } else {
+                self.layer_composed(layer, &x, key_bias.as_ref())?
+            };
         }
         Ok(x)
     }
 
-    fn layer_forward(&self, l: &Layer, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    /// One layer from candle's ops: what runs on GPUs.
+    fn layer_composed(&self, l: &Layer, x: &Tensor, key_bias: Option<&Tensor>) -> Result<Tensor> {
         let (batch, seq, hidden) = x.dims3()?;
         let heads = self.config.num_attention_heads;
         let head_dim = hidden / heads;
-        let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((batch, seq, heads, head_dim))?
+        let qkv = l.qkv.forward(x)?;
+        let part = |i: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(2, i * hidden, hidden)?
+                .reshape((batch, seq, heads, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = split(l.query.forward(x)?)?;
-        let k = split(l.key.forward(x)?)?;
-        let v = split(l.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(bias)?;
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(b) = key_bias {
+            scores = scores.broadcast_add(&b.reshape((batch, 1, 1, seq))?)?;
+        }
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let context = weights
             .matmul(&v)?
@@ -268,13 +311,41 @@ impl BertEncoder {
         let x = l
             .attention_norm
             .forward(&(l.attention_out.forward(&context)? + x)?)?;
-        let h = l.intermediate.forward(&x)?;
+        let h = self.activate(l.intermediate.forward(&x)?)?;
+        Ok(l.output_norm.forward(&(l.output.forward(&h)? + x)?)?)
+    }
+
+    /// One layer from the fused CPU kernels: the same function in fewer passes.
+    fn layer_fused(&self, l: &Layer, x: &Tensor, key_bias: Option<&Tensor>) -> Result<Tensor> {
+        let heads = self.config.num_attention_heads;
+        let qkv = cpu_kernels::linear(x, l.qkv.weight(), bias(&l.qkv)?, None)?;
+        let context = cpu_kernels::attention(&qkv, heads, key_bias)?;
+        let out = &l.attention_out;
+        let x = l.attention_norm.forward(&cpu_kernels::linear(
+            &context,
+            out.weight(),
+            bias(out)?,
+            Some(x),
+        )?)?;
+        let (up, down) = (&l.intermediate, &l.output);
         let h = match self.activation {
+            Activation::GeluErf => cpu_kernels::linear_gelu(&x, up.weight(), bias(up)?)?,
+            _ => self.activate(cpu_kernels::linear(&x, up.weight(), bias(up)?, None)?)?,
+        };
+        Ok(l.output_norm.forward(&cpu_kernels::linear(
+            &h,
+            down.weight(),
+            bias(down)?,
+            Some(&x),
+        )?)?)
+    }
+
+    fn activate(&self, h: Tensor) -> Result<Tensor> {
+        Ok(match self.activation {
             Activation::GeluErf => h.gelu_erf()?,
             Activation::GeluTanh => h.gelu()?,
             Activation::Relu => h.relu()?,
-        };
-        Ok(l.output_norm.forward(&(l.output.forward(&h)? + x)?)?)
+        })
     }
 
     /// Mean-pooled embeddings `(batch, hidden)` of token id sequences of any lengths: the

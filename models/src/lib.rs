@@ -2,6 +2,8 @@
 //!
 //! - [`bert`]: BERT-family encoders (BERT, MiniLM, ...) from a Hugging Face directory, with
 //!   mask-aware mean pooling.
+//! - [`cpu_kernels`]: fused f32 kernels (linear + bias + residual, attention, GELU) that the
+//!   encoders use for inference on the CPU.
 //! - [`lqs`]: the DELT data scorer: an encoder, mean pooling and a linear head, stored as a
 //!   scorer directory.
 //! - [`llama`]: Llama-family causal language models from safetensors or quantized GGUF, and
@@ -19,6 +21,7 @@
 pub mod annotate;
 pub mod batching;
 pub mod bert;
+pub mod cpu_kernels;
 pub mod device;
 pub mod error;
 pub mod inference;

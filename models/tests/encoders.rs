@@ -50,6 +50,27 @@ fn batched_embeddings_equal_one_at_a_time() {
 }
 
 #[test]
+fn fused_cpu_kernels_equal_candle_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    testing::write_bert(dir.path(), 11).unwrap();
+    let mut encoder = BertEncoder::load(dir.path(), &Device::Cpu).unwrap();
+    // Padded and unpadded batches: hidden states at every position, padding included.
+    let batches: [&[&[u32]]; 2] = [
+        &[&[2, 10, 3], &[2, 11, 12, 13, 14, 3], &[2, 3]],
+        &[&[2, 15, 16, 3], &[2, 17, 18, 3]],
+    ];
+    for seqs in batches {
+        let (ids, mask) = delt_models::bert::pad(seqs, 0, &Device::Cpu).unwrap();
+        encoder.use_fused_kernels(true);
+        let fused = encoder.forward(&ids, &mask).unwrap();
+        encoder.use_fused_kernels(false);
+        let composed = encoder.forward(&ids, &mask).unwrap();
+        let diff = max_abs_diff(&fused, &composed);
+        assert!(diff < 1e-5, "fused and composed differ by {diff}");
+    }
+}
+
+#[test]
 fn mean_pooling_averages_real_tokens_only() {
     let dir = tempfile::tempdir().unwrap();
     testing::write_bert(dir.path(), 3).unwrap();

@@ -1,0 +1,471 @@
+//! Fused CPU kernels for encoder inference.
+//!
+//! candle builds a BERT layer from whole-tensor ops that each allocate and sweep the
+//! activations: a bias addition after every matrix product, the residual sum, the attention
+//! scale, mask and softmax on a `(batch, heads, seq, seq)` tensor, head transposes, and a GELU
+//! whose erf is a scalar call on one thread. On the CPU these sweeps cost more than the matrix
+//! products. The kernels here do the same arithmetic with fewer passes over f32 data: bias and
+//! residual are written into the destination that the matrix product then accumulates into,
+//! attention runs per (sequence, head) on a small buffer that reads Q, K and V in place and
+//! writes the merged heads directly, and GELU uses a vectorisable erf, in parallel.
+//!
+//! They carry no gradients (inference only) and take contiguous f32 tensors on the CPU; other
+//! devices and dtypes use candle's ops (see [`crate::bert::BertEncoder`]). Matrix products go
+//! through `gemm`, the crate behind candle's own CPU matrix product, on the current rayon pool.
+
+use candle_core::{CpuStorage, Device, Storage, StorageRef, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// The contiguous f32 data of a CPU tensor, borrowed for as long as the view lives.
+struct CpuF32<'a> {
+    storage: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> CpuF32<'a> {
+    fn of(t: &'a Tensor) -> candle_core::Result<Self> {
+        let (storage, layout) = t.storage_and_layout();
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!(
+                "fused CPU kernel: tensor of shape {:?} is not contiguous",
+                t.dims()
+            )
+        };
+        Ok(Self {
+            storage,
+            start,
+            end,
+        })
+    }
+
+    fn data(&self) -> candle_core::Result<&[f32]> {
+        match &*self.storage {
+            Storage::Cpu(cpu @ CpuStorage::F32(_)) => {
+                Ok(&cpu.as_slice::<f32>()?[self.start..self.end])
+            }
+            _ => candle_core::bail!("fused CPU kernel: expected an f32 tensor on the CPU"),
+        }
+    }
+}
+
+/// A raw pointer that rayon tasks may share: every task writes a disjoint part of the buffer.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: the pointer is only used by tasks that write disjoint elements (see `attention`).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer `offset` elements on. A method, so that closures capture the whole wrapper.
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+fn parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// `x W^T + b`, plus `residual` when given, for `x` `(.., k)`, `weight` `(n, k)`, `bias` `(n)`
+/// and `residual` shaped like the result `(.., n)`.
+pub fn linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    residual: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (out, dims) = linear_vec(x, weight, bias, residual)?;
+    Tensor::from_vec(out, dims, &Device::Cpu)
+}
+
+/// `GELU(x W^T + b)` with the exact (erf) GELU, the activation applied in place.
+pub fn linear_gelu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    let (mut out, dims) = linear_vec(x, weight, bias, None)?;
+    out.par_chunks_mut(1 << 14).for_each(gelu_in_place);
+    Tensor::from_vec(out, dims, &Device::Cpu)
+}
+
+fn linear_vec(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    residual: Option<&Tensor>,
+) -> candle_core::Result<(Vec<f32>, Vec<usize>)> {
+    let (n, k) = weight.dims2()?;
+    let mut dims = x.dims().to_vec();
+    if dims.last() != Some(&k) || bias.dims() != [n] {
+        candle_core::bail!(
+            "fused linear: input {:?}, weight {:?} and bias {:?} do not fit",
+            x.dims(),
+            weight.dims(),
+            bias.dims()
+        )
+    }
+    dims.pop();
+    dims.push(n);
+    let m = x.elem_count() / k.max(1);
+    let (xv, wv, bv) = (CpuF32::of(x)?, CpuF32::of(weight)?, CpuF32::of(bias)?);
+    let (xs, ws, bs) = (xv.data()?, wv.data()?, bv.data()?);
+    // The destination starts as bias (+ residual); the product is accumulated into it.
+    let mut out = vec![0f32; m * n];
+    let residual = match residual {
+        Some(r) if r.dims() != dims.as_slice() => {
+            candle_core::bail!("fused linear: residual {:?} is not {:?}", r.dims(), dims)
+        }
+        Some(r) => Some(CpuF32::of(r)?),
+        None => None,
+    };
+    let rows = (1 << 14) / n.max(1) + 1;
+    match &residual {
+        Some(r) => out
+            .par_chunks_mut(rows * n)
+            .zip(r.data()?.par_chunks(rows * n))
+            .for_each(|(o, r)| {
+                for (o, r) in o.chunks_exact_mut(n).zip(r.chunks_exact(n)) {
+                    o.iter_mut()
+                        .zip(r)
+                        .zip(bs)
+                        .for_each(|((o, r), b)| *o = r + b);
+                }
+            }),
+        None => out.par_chunks_mut(rows * n).for_each(|o| {
+            o.chunks_exact_mut(n).for_each(|o| o.copy_from_slice(bs));
+        }),
+    }
+    if m > 0 && n > 0 {
+        // SAFETY: lhs is m x k row-major (xs holds m*k), rhs (k x n) is W^T read from W's n x k
+        // row-major data (column stride k, row stride 1), dst is m x n row-major (out holds m*n).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                xs.as_ptr(),
+                1,
+                k as isize,
+                ws.as_ptr(),
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism(),
+            )
+        };
+    }
+    Ok((out, dims))
+}
+
+/// Multi-head self-attention: the context `(batch, seq, hidden)` from the fused projections
+/// `qkv` `(batch, seq, 3 * hidden)` (queries, keys, values side by side, the queries already
+/// scaled by 1/sqrt(head_dim)), with `key_bias` `(batch, seq)` added to every query's score of
+/// each key (0 for real tokens, a large negative number for padding) when given.
+pub fn attention(
+    qkv: &Tensor,
+    heads: usize,
+    key_bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (batch, seq, width) = qkv.dims3()?;
+    if heads == 0 || width % (3 * heads) != 0 {
+        candle_core::bail!("fused attention: width {width} is not 3 x a multiple of {heads} heads")
+    }
+    if let Some(b) = key_bias
+        && b.dims() != [batch, seq]
+    {
+        candle_core::bail!(
+            "fused attention: key bias {:?} is not [{batch}, {seq}]",
+            b.dims()
+        )
+    }
+    let hidden = width / 3;
+    let head_dim = hidden / heads;
+    let qkv_view = CpuF32::of(qkv)?;
+    let qkv = qkv_view.data()?;
+    let bias_view = key_bias.map(CpuF32::of).transpose()?;
+    let bias = bias_view.as_ref().map(|b| b.data()).transpose()?;
+    let mut out = vec![0f32; batch * seq * hidden];
+    let dst = SharedMut(out.as_mut_ptr());
+    (0..batch * heads).into_par_iter().for_each_init(
+        || vec![0f32; seq * seq],
+        |scores, task| {
+            let (b, h) = (task / heads, task % heads);
+            let row0 = b * seq * width;
+            let q = qkv[row0 + h * head_dim..].as_ptr();
+            let k = qkv[row0 + hidden + h * head_dim..].as_ptr();
+            let v = qkv[row0 + 2 * hidden + h * head_dim..].as_ptr();
+            // SAFETY: q, k and v address seq rows of head_dim values, width apart, inside
+            // sequence b of qkv; scores is seq x seq.
+            unsafe {
+                gemm::gemm(
+                    seq,
+                    seq,
+                    head_dim,
+                    scores.as_mut_ptr(),
+                    1,
+                    seq as isize,
+                    false,
+                    q,
+                    1,
+                    width as isize,
+                    k,
+                    width as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                )
+            };
+            for row in scores.chunks_exact_mut(seq) {
+                if let Some(bias) = bias {
+                    row.iter_mut()
+                        .zip(&bias[b * seq..(b + 1) * seq])
+                        .for_each(|(s, b)| *s += b);
+                }
+                softmax_in_place(row);
+            }
+            // SAFETY: the destination is rows b*seq.. of out, columns h*head_dim.. of each:
+            // this task's (sequence, head) block, which no other task writes.
+            unsafe {
+                gemm::gemm(
+                    seq,
+                    head_dim,
+                    seq,
+                    dst.at(b * seq * hidden + h * head_dim),
+                    1,
+                    hidden as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    seq as isize,
+                    v,
+                    1,
+                    width as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                )
+            };
+        },
+    );
+    Tensor::from_vec(out, (batch, seq, hidden), &Device::Cpu)
+}
+
+/// Compiles `$body` (a loop over a slice) twice, for the baseline CPU and for AVX-512, and picks
+/// the version at run time: the element functions below are branch-free, so the compiler
+/// vectorises the loops, 16 lanes wide where the CPU has AVX-512.
+macro_rules! vectorised {
+    ($(#[$doc:meta])* fn $name:ident($v:ident: &mut [f32]) $body:block) => {
+        $(#[$doc])*
+        fn $name($v: &mut [f32]) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn wide($v: &mut [f32]) $body
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F, checked just above.
+                    return unsafe { wide($v) };
+                }
+            }
+            $body
+        }
+    };
+}
+
+vectorised! {
+    /// GELU (erf) of every element.
+    fn gelu_in_place(v: &mut [f32]) {
+        v.iter_mut().for_each(|x| *x = gelu_erf(*x));
+    }
+}
+
+vectorised! {
+    /// Softmax of one row of scores.
+    fn softmax_in_place(row: &mut [f32]) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        row.iter_mut().for_each(|v| *v = exp_nonpositive(*v - max));
+        let inverse = 1.0 / row.iter().sum::<f32>();
+        row.iter_mut().for_each(|v| *v *= inverse);
+    }
+}
+
+/// `e^x` for `x <= 0`, branch-free so that loops over it vectorise: `e^x = 2^n e^g` with
+/// `n = round(x log2 e)` and `g = x - n ln 2` (`|g| <= ln 2 / 2`, subtracted in two parts so
+/// that it is exact to f32 precision), `e^g` by its Taylor series to degree 7 (truncation
+/// error below 1e-8). Results below 2^-126 flush to 0.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    // Adding and subtracting 1.5 * 2^23 rounds an f32 of magnitude below 2^22 to an integer.
+    const ROUND: f32 = 12_582_912.0;
+    // ln 2 = LN2_HI + LN2_LO, LN2_HI with 9 significant bits so that n * LN2_HI is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let y = x * std::f32::consts::LOG2_E;
+    let shifted = y.max(-126.0) + ROUND;
+    let n = shifted - ROUND;
+    let g = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + g * (1.0
+            + g * (1.0 / 2.0
+                + g * (1.0 / 6.0
+                    + g * (1.0 / 24.0
+                        + g * (1.0 / 120.0 + g * (1.0 / 720.0 + g * (1.0 / 5040.0)))))));
+    // The low bits of `shifted` hold n: its bits minus those of ROUND, plus the exponent bias
+    // 127, shifted into the exponent field give 2^n (wrapping arithmetic: no checks, no branch).
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(ROUND.to_bits() - 127) << 23);
+    if y < -126.0 { 0.0 } else { p * scale }
+}
+
+/// The exact GELU, `x/2 (1 + erf(x/sqrt 2))`. With `q = erfc(|x|/sqrt 2)` by Abramowitz and
+/// Stegun 7.1.26 (absolute error below 1.5e-7), `1 + erf` is `2 - q` for `x >= 0` and `q`
+/// itself for `x < 0`, which keeps the negative tail accurate.
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + P * z);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let q = poly * exp_nonpositive(-z * z);
+    0.5 * x * if x >= 0.0 { 2.0 - q } else { q }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn exp_matches_std() {
+        for i in 0..=200_000 {
+            let x = -(i as f32) * 0.0005;
+            let (got, want) = (exp_nonpositive(x), x.exp());
+            assert!(
+                (got - want).abs() <= 3e-7 * want + f32::MIN_POSITIVE,
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(exp_nonpositive(-1e9), 0.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+    }
+
+    #[test]
+    fn gelu_matches_candle() {
+        let x = Tensor::arange(-12_000i64, 12_000, &Device::Cpu)
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .affine(1e-3, 0.0)
+            .unwrap();
+        let want = x.gelu_erf().unwrap();
+        let got = x
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(gelu_erf)
+            .collect::<Vec<_>>();
+        let got = Tensor::new(got, &Device::Cpu).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-6);
+    }
+
+    #[test]
+    fn linear_matches_composed_ops() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (3, 5, 16), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (24, 16), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 24, &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (3, 5, 24), &dev).unwrap();
+        let plain = x
+            .broadcast_matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        assert!(max_abs_diff(&linear(&x, &w, &b, None).unwrap(), &plain) < 1e-5);
+        let with_residual = (&plain + &r).unwrap();
+        assert!(max_abs_diff(&linear(&x, &w, &b, Some(&r)).unwrap(), &with_residual) < 1e-5);
+        let activated = plain.gelu_erf().unwrap();
+        assert!(max_abs_diff(&linear_gelu(&x, &w, &b).unwrap(), &activated) < 1e-5);
+        assert!(linear(&x, &b.unsqueeze(0).unwrap(), &b, None).is_err());
+    }
+
+    #[test]
+    fn attention_matches_composed_ops() {
+        let dev = Device::Cpu;
+        let (batch, seq, heads, head_dim) = (3, 7, 2, 4);
+        let hidden = heads * head_dim;
+        let qkv = Tensor::randn(0f32, 1.0, (batch, seq, 3 * hidden), &dev).unwrap();
+        // Sequence lengths 7, 4, 1: padding keys get -1e9.
+        let lengths = [7, 4, 1];
+        let bias: Vec<f32> = lengths
+            .iter()
+            .flat_map(|&l| (0..seq).map(move |s| if s < l { 0.0 } else { -1e9 }))
+            .collect();
+        let bias = Tensor::from_vec(bias, (batch, seq), &dev).unwrap();
+        let part = |i: usize| {
+            qkv.narrow(2, i * hidden, hidden)
+                .unwrap()
+                .reshape((batch, seq, heads, head_dim))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
+        let scores = q
+            .matmul(&k.t().unwrap())
+            .unwrap()
+            .broadcast_add(&bias.reshape((batch, 1, 1, seq)).unwrap())
+            .unwrap();
+        let want = candle_nn::ops::softmax_last_dim(&scores)
+            .unwrap()
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((batch, seq, hidden))
+            .unwrap();
+        let got = attention(&qkv, heads, Some(&bias)).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-5);
+        // Without padding the bias is not needed.
+        let full = attention(&qkv, heads, None).unwrap();
+        let first = |t: &Tensor| t.get(0).unwrap();
+        assert!(max_abs_diff(&first(&full), &first(&want)) < 1e-5);
+        assert!(max_abs_diff(&full, &want) > 1e-3, "padding must matter");
+    }
+}
