@@ -130,7 +130,7 @@ def main():
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--reference-rows", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--delt", default="target/release/delt")
+    parser.add_argument("--delt", default="target/debug/delt")
     parser.add_argument("--workdir", default="bench-data")
     parser.add_argument("--scaling", default="", help="comma-separated sizes for delt fold alone")
     parser.add_argument("--scaling-memory-limit", default="6G")

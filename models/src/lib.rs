@@ -9,7 +9,10 @@
 //! - [`llama`]: Llama-family causal language models from safetensors or quantized GGUF, and
 //!   the per-document token loss that perplexity is made of.
 //! - [`annotate`]: LQS labels from the proxy LM's trajectory, co-state and per-document gradients.
-//! - [`proxy_lm`]: a small Llama-architecture LM that trains and differentiates (no fused ops).
+//! - [`proxy_lm`]: a small Llama-architecture LM that trains and differentiates (no fused
+//!   candle ops, which have no gradients).
+//! - [`target_log_probs`]: the log-probability of each target token, one op with its own
+//!   gradient (the proxy LM's loss without the passes of a composed log-softmax).
 //! - [`train`]: training that LM on documents in a given order (AdamW, warm-up, cosine).
 //! - [`device`]: `cpu`, `cuda[:N]` or `auto`.
 //! - [`batching`]: length-sorted batches, so padding wastes little compute.
@@ -29,6 +32,7 @@ pub mod llama;
 pub mod lqs;
 pub mod proxy_lm;
 pub mod random;
+pub mod target_log_probs;
 pub mod testing;
 pub mod tokenizer;
 pub mod train;

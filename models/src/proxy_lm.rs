@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::llama::LlamaConfig;
 use crate::random::SplitMix64;
+use crate::target_log_probs::target_log_probs;
 use crate::{ModelError, Result};
 
 const EMBEDDING: &str = "model.embed_tokens.weight";
@@ -327,25 +328,24 @@ impl ProxyLm {
             ));
         }
         let mut ids = Vec::with_capacity(sequences.len() * width);
-        let mut targets = Vec::with_capacity(sequences.len() * (width - 1));
-        let mut weights = Vec::with_capacity(sequences.len() * (width - 1));
+        // Every position has a target; the last one and the padding (token 0) weigh nothing.
+        let mut targets = Vec::with_capacity(sequences.len() * width);
+        let mut weights = Vec::with_capacity(sequences.len() * width);
         for s in sequences {
             ids.extend_from_slice(s);
             ids.extend(std::iter::repeat_n(0u32, width - s.len()));
             targets.extend_from_slice(&s[1..]);
-            targets.extend(std::iter::repeat_n(0u32, width - s.len()));
+            targets.extend(std::iter::repeat_n(0u32, width - s.len() + 1));
             let w = 1.0 / (s.len() - 1) as f64;
             weights.extend(std::iter::repeat_n(w, s.len() - 1));
-            weights.extend(std::iter::repeat_n(0.0, width - s.len()));
+            weights.extend(std::iter::repeat_n(0.0, width - s.len() + 1));
         }
         let n = sequences.len();
         let ids = Tensor::from_vec(ids, (n, width), &self.device)?;
-        let logits = self.forward(&ids, taps)?.narrow(1, 0, width - 1)?;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let targets = Tensor::from_vec(targets, (n, width - 1, 1), &self.device)?;
-        let picked = logp.gather(&targets, 2)?.squeeze(2)?;
-        let weights =
-            Tensor::from_vec(weights, (n, width - 1), &self.device)?.to_dtype(self.dtype)?;
+        let logits = self.forward(&ids, taps)?;
+        let targets = Tensor::from_vec(targets, (n, width), &self.device)?;
+        let picked = target_log_probs(&logits, &targets)?;
+        let weights = Tensor::from_vec(weights, (n, width), &self.device)?.to_dtype(self.dtype)?;
         Ok((picked * weights)?.sum(1)?.neg()?)
     }
 

@@ -162,13 +162,7 @@ fn efficacy_bench_runs_every_arm_and_repeats_exactly() {
 
     // A token budget of its own: every arm stops once it has seen it.
     let budget = p(dir.path(), "budget");
-    let run = bench(
-        &corpus,
-        &target,
-        &arms,
-        &budget,
-        &["--tokens", "600"],
-    );
+    let run = bench(&corpus, &target, &arms, &budget, &["--tokens", "600"]);
     assert!(
         run.status.success(),
         "{}",
