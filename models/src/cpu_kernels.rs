@@ -356,17 +356,8 @@ fn gelu_erf(x: f32) -> f32 {
 mod tests {
     use super::*;
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+        crate::testing::max_abs_diff(a, b).unwrap()
     }
 
     #[test]

@@ -231,18 +231,7 @@ mod tests {
         .unwrap();
         let fused = target_log_probs(logits.as_tensor(), &targets).unwrap();
         let plain = composed(logits.as_tensor(), &targets);
-        let diff = |a: &Tensor, b: &Tensor| -> f64 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let diff = |a: &Tensor, b: &Tensor| crate::testing::max_abs_diff(a, b).unwrap();
         assert!(diff(&fused, &plain) < 1e-12);
         let grad = |t: Tensor| {
             (t * &weights)
@@ -271,12 +260,7 @@ mod tests {
         let f32_logits = logits.as_tensor().to_dtype(DType::F32).unwrap();
         let f32_fused = target_log_probs(&f32_logits, &targets).unwrap();
         let f32_plain = composed(&f32_logits, &targets);
-        assert!(
-            diff(
-                &f32_fused.to_dtype(DType::F64).unwrap(),
-                &f32_plain.to_dtype(DType::F64).unwrap()
-            ) < 1e-5
-        );
+        assert!(diff(&f32_fused, &f32_plain) < 1e-5);
     }
 
     #[test]

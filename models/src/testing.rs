@@ -122,6 +122,17 @@ fn tokenizer_json(specials: &[&str], template: &[&str]) -> Value {
     })
 }
 
+/// The largest absolute difference between two tensors of the same shape, as f64.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    Ok(
+        (a.to_dtype(candle_core::DType::F64)? - b.to_dtype(candle_core::DType::F64)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar()?,
+    )
+}
+
 /// Writes a 2-layer BERT (hidden 32, 4 heads) with a word-level tokenizer to `dir`.
 pub fn write_bert(dir: &Path, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::file(dir, e.to_string()))?;

@@ -17,17 +17,8 @@ const TEXTS: [&str; 5] = [
     "zzz unknown words",
 ];
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    testing::max_abs_diff(a, b).unwrap()
 }
 
 #[test]

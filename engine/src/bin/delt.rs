@@ -296,7 +296,10 @@ enum Format {
 /// every tensor op; with glibc's defaults, buffers above 32 MB (the proxy LM's logits are
 /// 33.5 MB) are mapped from the kernel and unmapped on free, so each op zero-faults every page
 /// anew: a third of LQS annotation's CPU time was system time. Serving them from the heap and
-/// not trimming it cuts that to 2%, at the cost of the heap not shrinking until exit.
+/// not trimming it cuts that to 3%, at the cost of the heap not shrinking until exit. Only
+/// for the training commands: `delt sql` grows large sort and fold buffers by reallocation,
+/// which the kernel does in place for a mapping but a heap must copy (the 10M-row fold
+/// benchmark ran 1.3x slower).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
     use std::ffi::c_int;
@@ -317,7 +320,6 @@ fn keep_freed_memory() {
 fn keep_freed_memory() {}
 
 fn main() -> ExitCode {
-    keep_freed_memory();
     // Panics inside dependencies (decoders fed corrupt files) are caught per statement and
     // reported as one error line; the default hook would print a backtrace first.
     std::panic::set_hook(Box::new(|_| {}));
@@ -326,6 +328,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if matches!(cli.command, Command::Lqs { .. } | Command::Bench { .. }) {
+        keep_freed_memory();
+    }
     let outcome = match cli.command {
         Command::Sql(args) => run_sql(
             args,
