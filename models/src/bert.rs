@@ -269,7 +269,7 @@ impl BertEncoder {
         // Padding keys get a large negative bias: after softmax they weigh exactly zero. A
         // batch without padding needs none.
         let mask = mask.to_dtype(DType::F32)?;
-        let padded = mask.min_all()?.to_scalar::<f32>()? < 1.0;
+        let padded = mask.elem_count() > 0 && mask.min_all()?.to_scalar::<f32>()? < 1.0;
         let key_bias = if padded {
             Some(((mask - 1.0)? * 1e9)?)
         } else {
@@ -351,6 +351,10 @@ impl BertEncoder {
     /// Mean-pooled embeddings `(batch, hidden)` of token id sequences of any lengths: the
     /// mean of the last hidden states over each sequence's real tokens.
     pub fn embed(&self, sequences: &[&[u32]]) -> Result<Tensor> {
+        if sequences.is_empty() {
+            let shape = (0, self.hidden_size());
+            return Ok(Tensor::zeros(shape, DType::F32, &self.device)?);
+        }
         let (ids, mask) = pad(sequences, self.config.pad_token_id, &self.device)?;
         let hidden = self.forward(&ids, &mask)?;
         mean_pool(&hidden, &mask)

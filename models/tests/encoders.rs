@@ -59,6 +59,11 @@ fn fused_cpu_kernels_equal_candle_ops() {
         let diff = max_abs_diff(&fused, &composed);
         assert!(diff < 1e-5, "fused and composed differ by {diff}");
     }
+    // An empty batch is an empty result on both paths.
+    for fused in [true, false] {
+        encoder.use_fused_kernels(fused);
+        assert_eq!(encoder.embed(&[]).unwrap().dims(), [0, 32]);
+    }
 }
 
 #[test]
