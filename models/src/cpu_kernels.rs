@@ -71,6 +71,46 @@ fn parallelism() -> Parallelism {
     }
 }
 
+/// The `(m, n, k)` product of an `m x k` and a `k x n` f32 matrix into a row-major `m x n`
+/// destination `(pointer, row stride, accumulate)`: overwritten, or added to when
+/// `accumulate`. Each operand is `(pointer, column stride, row stride)`.
+///
+/// # Safety
+/// Every pointer must address its whole matrix at the given strides.
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs, accumulate): (*mut f32, usize, bool),
+    (lhs, lhs_cs, lhs_rs): (*const f32, usize, usize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, usize, usize),
+    parallelism: Parallelism,
+) {
+    let alpha = if accumulate { 1.0 } else { 0.0 };
+    // SAFETY: the caller guarantees the extents; gemm computes dst = alpha dst + lhs rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            alpha,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
 /// `x W^T + b`, plus `residual` when given, for `x` `(.., k)`, `weight` `(n, k)`, `bias` `(n)`
 /// and `residual` shaped like the result `(.., n)`.
 pub fn linear(
@@ -141,25 +181,11 @@ fn linear_vec(
         // SAFETY: lhs is m x k row-major (xs holds m*k), rhs (k x n) is W^T read from W's n x k
         // row-major data (column stride k, row stride 1), dst is m x n row-major (out holds m*n).
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                xs.as_ptr(),
-                1,
-                k as isize,
-                ws.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
+            matmul(
+                (m, n, k),
+                (out.as_mut_ptr(), n, true),
+                (xs.as_ptr(), 1, k),
+                (ws.as_ptr(), k, 1),
                 parallelism(),
             )
         };
@@ -207,25 +233,11 @@ pub fn attention(
             // SAFETY: q, k and v address seq rows of head_dim values, width apart, inside
             // sequence b of qkv; scores is seq x seq.
             unsafe {
-                gemm::gemm(
-                    seq,
-                    seq,
-                    head_dim,
-                    scores.as_mut_ptr(),
-                    1,
-                    seq as isize,
-                    false,
-                    q,
-                    1,
-                    width as isize,
-                    k,
-                    width as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                matmul(
+                    (seq, seq, head_dim),
+                    (scores.as_mut_ptr(), seq, false),
+                    (q, 1, width),
+                    (k, width, 1),
                     Parallelism::None,
                 )
             };
@@ -240,25 +252,11 @@ pub fn attention(
             // SAFETY: the destination is rows b*seq.. of out, columns h*head_dim.. of each:
             // this task's (sequence, head) block, which no other task writes.
             unsafe {
-                gemm::gemm(
-                    seq,
-                    head_dim,
-                    seq,
-                    dst.at(b * seq * hidden + h * head_dim),
-                    1,
-                    hidden as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    seq as isize,
-                    v,
-                    1,
-                    width as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                matmul(
+                    (seq, head_dim, seq),
+                    (dst.at(b * seq * hidden + h * head_dim), hidden, false),
+                    (scores.as_ptr(), 1, seq),
+                    (v, 1, width),
                     Parallelism::None,
                 )
             };
