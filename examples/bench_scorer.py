@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Scorer benchmark: lqs_score with all-MiniLM-L6-v2 in delt against sentence-transformers on
-PyTorch, on the CPU, in the same run on the same machine.
+PyTorch, on the same device (the CPU, or with --device cuda a GPU), in the same run on the same
+machine.
 
 N documents of exactly 128 tokens ([CLS] + 126 word pieces + [SEP]) are cut from the bundled
 sample's words and written as Parquet. Then:
@@ -11,11 +12,14 @@ sample's words and written as Parquet. Then:
            directory) encoding the texts, the same head applied in numpy; timed around
            encode() only (imports and model load excluded)
 Both use --threads threads and batches of --batch documents. It prints documents per second,
-the ratio, peak memory of each process, and the largest difference between the two scores.
+the ratio, peak memory of each process (host memory: GPU memory is not counted), and the largest
+difference between the two scores.
 
 Needs the models (tests/fetch_models.sh), the plugin (cargo build --workspace) and a Python
 with torch, sentence-transformers and pyarrow:
   python examples/bench_scorer.py --docs 2000
+On a GPU, with the plugin built by `cargo build -p lqs-plugin --features lqs-plugin/cuda`:
+  python examples/bench_scorer.py --device cuda --docs 20000 --batch 256
 """
 import argparse
 import json
@@ -36,10 +40,10 @@ PYTORCH = """
 import sys, time, json
 import numpy as np, pyarrow.parquet as pq, torch
 from sentence_transformers import SentenceTransformer
-model_dir, data, head, threads, batch = sys.argv[1:6]
+model_dir, data, head, threads, batch, device = sys.argv[1:7]
 torch.set_num_threads(int(threads))
-full = SentenceTransformer(model_dir, device="cpu")
-model = SentenceTransformer(modules=[full[0], full[1]], device="cpu")  # without Normalize
+full = SentenceTransformer(model_dir, device=device)
+model = SentenceTransformer(modules=[full[0], full[1]], device=device)  # without Normalize
 model.max_seq_length = 128
 texts = pq.read_table(data).column("text").to_pylist()
 w = np.load(head)
@@ -82,6 +86,7 @@ def main():
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both delt and PyTorch)")
     parser.add_argument("--models", default=os.environ.get("DELT_MODELS_DIR", ".models"))
     parser.add_argument("--delt", default="target/debug/delt")
     parser.add_argument("--plugin", default="target/debug/libdelt_lqs.so")
@@ -105,7 +110,8 @@ def main():
     out = work / "scored.parquet"
     create = (f"CREATE FUNCTION lqs_score(text VARCHAR) RETURNS DOUBLE LANGUAGE delt AS "
               f"'{args.plugin}#lqs_score?model={model_dir}&head={work / 'head.safetensors'}"
-              f"&max_tokens=128&threads={args.threads}&forward_batch={args.batch}&batch_size=256'")
+              f"&max_tokens=128&threads={args.threads}&forward_batch={args.batch}&batch_size={max(256, args.batch)}"
+              f"&device={args.device}'")
     copy = f"COPY (SELECT id, lqs_score(text) AS s FROM '{data}') TO '{out}'"
     print(f"delt: scoring {args.docs:,} documents ...", file=sys.stderr)
     delt_wall, delt_peak = measure([args.delt, "sql", "--quiet", "--threads", str(args.threads), "-c", create, "-c", copy])
@@ -116,7 +122,7 @@ def main():
     with open(report, "w") as f:
         start = time.perf_counter()
         cmd = ["/usr/bin/time", "-f", "%M", "-o", str(work / "pytorch.time"), sys.executable, "-c", PYTORCH,
-               str(model_dir), str(data), str(work / "head.npy"), str(args.threads), str(args.batch)]
+               str(model_dir), str(data), str(work / "head.npy"), str(args.threads), str(args.batch), args.device]
         subprocess.run(cmd, stdout=f, check=True)
         torch_process = time.perf_counter() - start
     result = json.loads(report.read_text())
@@ -124,7 +130,8 @@ def main():
     diff = float(np.max(np.abs(delt_scores - np.array(result["scores"]))))
 
     n = args.docs
-    print(f"\nlqs_score, all-MiniLM-L6-v2, {n:,} documents of 128 tokens, {args.threads} threads, batch {args.batch}\n")
+    print(f"\nlqs_score, all-MiniLM-L6-v2, {n:,} documents of 128 tokens, device {args.device}, "
+          f"{args.threads} threads, batch {args.batch}\n")
     print("| run | timed | seconds | docs/s | peak MiB |")
     print("|---|---|---:|---:|---:|")
     print(f"| delt lqs_score | whole process | {delt_wall:.2f} | {n / delt_wall:.1f} | {delt_peak:,.0f} |")
