@@ -321,23 +321,37 @@ impl BertEncoder {
         let qkv = cpu_kernels::linear(x, l.qkv.weight(), bias(&l.qkv)?, None)?;
         let context = cpu_kernels::attention(&qkv, heads, key_bias)?;
         let out = &l.attention_out;
-        let x = l.attention_norm.forward(&cpu_kernels::linear(
+        let x = cpu_kernels::linear_residual_norm(
             &context,
             out.weight(),
             bias(out)?,
-            Some(x),
-        )?)?;
+            x,
+            self.row_norm(&l.attention_norm)?,
+        )?;
         let (up, down) = (&l.intermediate, &l.output);
         let h = match self.activation {
             Activation::GeluErf => cpu_kernels::linear_gelu(&x, up.weight(), bias(up)?)?,
             _ => self.activate(cpu_kernels::linear(&x, up.weight(), bias(up)?, None)?)?,
         };
-        Ok(l.output_norm.forward(&cpu_kernels::linear(
+        Ok(cpu_kernels::linear_residual_norm(
             &h,
             down.weight(),
             bias(down)?,
-            Some(&x),
-        )?)?)
+            &x,
+            self.row_norm(&l.output_norm)?,
+        )?)
+    }
+
+    /// A layer norm's parameters for the fused kernels (every BERT layer norm has a bias).
+    fn row_norm<'a>(&self, norm: &'a LayerNorm) -> candle_core::Result<cpu_kernels::RowNorm<'a>> {
+        let bias = norm
+            .bias()
+            .ok_or_else(|| candle_core::Error::Msg("a BERT layer norm without bias".into()))?;
+        Ok(cpu_kernels::RowNorm {
+            weight: norm.weight(),
+            bias,
+            eps: self.config.layer_norm_eps,
+        })
     }
 
     fn activate(&self, h: Tensor) -> Result<Tensor> {

@@ -5,9 +5,11 @@
 //! scale, mask and softmax on a `(batch, heads, seq, seq)` tensor, head transposes, and a GELU
 //! whose erf is a scalar call on one thread. On the CPU these sweeps cost more than the matrix
 //! products. The kernels here do the same arithmetic with fewer passes over f32 data: bias and
-//! residual are written into the destination that the matrix product then accumulates into,
-//! attention runs per (sequence, head) on a small buffer that reads Q, K and V in place and
-//! writes the merged heads directly, and GELU uses a vectorisable erf, in parallel.
+//! residual are written into the (never zeroed) destination that the matrix product then
+//! accumulates into, layer norm and GELU run in place on that destination, attention runs per
+//! (sequence, head) on a small buffer that reads Q, K and V in place and writes the merged heads
+//! directly, and GELU uses a vectorisable erf, in parallel. Row sums and maxima keep 16 partial
+//! results, so that they vectorise too (a single running sum is a serial dependency chain).
 //!
 //! They carry no gradients (inference only) and take contiguous f32 tensors on the CPU; other
 //! devices and dtypes use candle's ops (see [`crate::bert::BertEncoder`]). Matrix products go
@@ -130,6 +132,46 @@ pub fn linear_gelu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::R
     Tensor::from_vec(out, dims, &Device::Cpu)
 }
 
+/// The affine layer norm that follows a linear layer: its `(n)` weight and bias and epsilon.
+#[derive(Clone, Copy)]
+pub struct RowNorm<'a> {
+    /// Per-column scale.
+    pub weight: &'a Tensor,
+    /// Per-column shift.
+    pub bias: &'a Tensor,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+/// `LayerNorm(x W^T + b + residual)` over the last dimension, normalised in place.
+pub fn linear_residual_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    residual: &Tensor,
+    norm: RowNorm,
+) -> candle_core::Result<Tensor> {
+    let (mut out, dims) = linear_vec(x, weight, bias, Some(residual))?;
+    let n = *dims.last().unwrap_or(&0);
+    if norm.weight.dims() != [n] || norm.bias.dims() != [n] {
+        candle_core::bail!(
+            "fused layer norm: weight {:?} and bias {:?} do not fit rows of {n}",
+            norm.weight.dims(),
+            norm.bias.dims()
+        )
+    }
+    let (wv, bv) = (CpuF32::of(norm.weight)?, CpuF32::of(norm.bias)?);
+    let (ws, bs) = (wv.data()?, bv.data()?);
+    let eps = norm.eps as f32;
+    let rows = (1 << 14) / n.max(1) + 1;
+    out.par_chunks_mut(rows * n.max(1)).for_each(|chunk| {
+        chunk
+            .chunks_exact_mut(n)
+            .for_each(|row| layer_norm_in_place(row, ws, bs, eps))
+    });
+    Tensor::from_vec(out, dims, &Device::Cpu)
+}
+
 fn linear_vec(
     x: &Tensor,
     weight: &Tensor,
@@ -151,8 +193,6 @@ fn linear_vec(
     let m = x.elem_count() / k.max(1);
     let (xv, wv, bv) = (CpuF32::of(x)?, CpuF32::of(weight)?, CpuF32::of(bias)?);
     let (xs, ws, bs) = (xv.data()?, wv.data()?, bv.data()?);
-    // The destination starts as bias (+ residual); the product is accumulated into it.
-    let mut out = vec![0f32; m * n];
     let residual = match residual {
         Some(r) if r.dims() != dims.as_slice() => {
             candle_core::bail!("fused linear: residual {:?} is not {:?}", r.dims(), dims)
@@ -160,36 +200,46 @@ fn linear_vec(
         Some(r) => Some(CpuF32::of(r)?),
         None => None,
     };
-    let rows = (1 << 14) / n.max(1) + 1;
+    if m == 0 || n == 0 {
+        return Ok((Vec::new(), dims));
+    }
+    // The destination starts as bias (+ residual), written into fresh capacity (no zeroing
+    // pass); the product is accumulated into it.
+    let mut out = Vec::with_capacity(m * n);
+    let rows = (1 << 14) / n + 1;
+    let fresh = &mut out.spare_capacity_mut()[..m * n];
     match &residual {
-        Some(r) => out
+        Some(r) => fresh
             .par_chunks_mut(rows * n)
             .zip(r.data()?.par_chunks(rows * n))
             .for_each(|(o, r)| {
                 for (o, r) in o.chunks_exact_mut(n).zip(r.chunks_exact(n)) {
-                    o.iter_mut()
-                        .zip(r)
-                        .zip(bs)
-                        .for_each(|((o, r), b)| *o = r + b);
+                    o.iter_mut().zip(r).zip(bs).for_each(|((o, r), b)| {
+                        o.write(r + b);
+                    });
                 }
             }),
-        None => out.par_chunks_mut(rows * n).for_each(|o| {
-            o.chunks_exact_mut(n).for_each(|o| o.copy_from_slice(bs));
+        None => fresh.par_chunks_mut(rows * n).for_each(|o| {
+            for o in o.chunks_exact_mut(n) {
+                o.iter_mut().zip(bs).for_each(|(o, b)| {
+                    o.write(*b);
+                });
+            }
         }),
     }
-    if m > 0 && n > 0 {
-        // SAFETY: lhs is m x k row-major (xs holds m*k), rhs (k x n) is W^T read from W's n x k
-        // row-major data (column stride k, row stride 1), dst is m x n row-major (out holds m*n).
-        unsafe {
-            matmul(
-                (m, n, k),
-                (out.as_mut_ptr(), n, true),
-                (xs.as_ptr(), 1, k),
-                (ws.as_ptr(), k, 1),
-                parallelism(),
-            )
-        };
-    }
+    // SAFETY: the loops above wrote all m * n elements (m * n is a multiple of n).
+    unsafe { out.set_len(m * n) };
+    // SAFETY: lhs is m x k row-major (xs holds m*k), rhs (k x n) is W^T read from W's n x k
+    // row-major data (column stride k, row stride 1), dst is m x n row-major (out holds m*n).
+    unsafe {
+        matmul(
+            (m, n, k),
+            (out.as_mut_ptr(), n, true),
+            (xs.as_ptr(), 1, k),
+            (ws.as_ptr(), k, 1),
+            parallelism(),
+        )
+    };
     Ok((out, dims))
 }
 
@@ -220,8 +270,11 @@ pub fn attention(
     let qkv = qkv_view.data()?;
     let bias_view = key_bias.map(CpuF32::of).transpose()?;
     let bias = bias_view.as_ref().map(|b| b.data()).transpose()?;
-    let mut out = vec![0f32; batch * seq * hidden];
-    let dst = SharedMut(out.as_mut_ptr());
+    // Every element is written by exactly one task's second product (which does not read the
+    // destination), so the buffer is not zeroed first.
+    let len = batch * seq * hidden;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let dst = SharedMut(out.spare_capacity_mut().as_mut_ptr().cast());
     (0..batch * heads).into_par_iter().for_each_init(
         || vec![0f32; seq * seq],
         |scores, task| {
@@ -262,6 +315,8 @@ pub fn attention(
             };
         },
     );
+    // SAFETY: the batch x heads tasks wrote every (row, head) block, i.e. all len elements.
+    unsafe { out.set_len(len) };
     Tensor::from_vec(out, (batch, seq, hidden), &Device::Cpu)
 }
 
@@ -269,16 +324,16 @@ pub fn attention(
 /// the version at run time: the element functions below are branch-free, so the compiler
 /// vectorises the loops, 16 lanes wide where the CPU has AVX-512.
 macro_rules! vectorised {
-    ($(#[$doc:meta])* fn $name:ident($v:ident: &mut [f32]) $body:block) => {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         $(#[$doc])*
-        fn $name($v: &mut [f32]) {
+        fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                fn wide($v: &mut [f32]) $body
+                fn wide($($arg: $ty),*) $body
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F, checked just above.
-                    return unsafe { wide($v) };
+                    return unsafe { wide($($arg),*) };
                 }
             }
             $body
@@ -296,11 +351,47 @@ vectorised! {
 vectorised! {
     /// Softmax of one row of scores.
     fn softmax_in_place(row: &mut [f32]) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let max = lanes(row, f32::NEG_INFINITY, f32::max, f32::max);
         row.iter_mut().for_each(|v| *v = exp_nonpositive(*v - max));
-        let inverse = 1.0 / row.iter().sum::<f32>();
+        let inverse = 1.0 / lanes(row, 0.0, |a, v| a + v, |a, b| a + b);
         row.iter_mut().for_each(|v| *v *= inverse);
     }
+}
+
+vectorised! {
+    /// Layer norm of one row: `(v - mean) / sqrt(variance + eps) * weight + bias`.
+    fn layer_norm_in_place(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+        let n = row.len() as f32;
+        let mean = lanes(row, 0.0, |a, v| a + v, |a, b| a + b) / n;
+        row.iter_mut().for_each(|v| *v -= mean);
+        let variance = lanes(row, 0.0, |a, v| a + v * v, |a, b| a + b) / n;
+        let inverse = 1.0 / (variance + eps).sqrt();
+        row.iter_mut()
+            .zip(weight.iter().zip(bias))
+            .for_each(|(v, (w, b))| *v = *v * inverse * w + b);
+    }
+}
+
+/// Folds `values` with `step` into 16 independent lanes started at `init`, then merges the
+/// lanes with `merge`: the compiler keeps the lanes in vector registers, where a single running
+/// accumulator would be a serial chain.
+#[inline(always)]
+fn lanes(
+    values: &[f32],
+    init: f32,
+    step: impl Fn(f32, f32) -> f32,
+    merge: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    let mut acc = [init; 16];
+    let chunks = values.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        acc.iter_mut()
+            .zip(chunk)
+            .for_each(|(a, &v)| *a = step(*a, v));
+    }
+    let partial = rest.iter().fold(init, |a, &v| step(a, v));
+    acc.iter().fold(partial, |a, &v| merge(a, v))
 }
 
 /// `e^x` for `x <= 0`, branch-free so that loops over it vectorise: `e^x = 2^n e^g` with
@@ -410,6 +501,25 @@ mod tests {
         let activated = plain.gelu_erf().unwrap();
         assert!(max_abs_diff(&linear_gelu(&x, &w, &b).unwrap(), &activated) < 1e-5);
         assert!(linear(&x, &b.unsqueeze(0).unwrap(), &b, None).is_err());
+        // Layer norm over rows of 24: 16 lanes and a remainder of 8.
+        let (gamma, beta) = (
+            Tensor::randn(1f32, 0.5, 24, &dev).unwrap(),
+            Tensor::randn(0f32, 0.5, 24, &dev).unwrap(),
+        );
+        let norm = candle_nn::LayerNorm::new(gamma.clone(), beta.clone(), 1e-5);
+        let want = candle_core::Module::forward(&norm, &with_residual).unwrap();
+        let row_norm = RowNorm {
+            weight: &gamma,
+            bias: &beta,
+            eps: 1e-5,
+        };
+        let got = linear_residual_norm(&x, &w, &b, &r, row_norm).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-5);
+        let short = RowNorm {
+            weight: &b.narrow(0, 0, 3).unwrap(),
+            ..row_norm
+        };
+        assert!(linear_residual_norm(&x, &w, &b, &r, short).is_err());
     }
 
     #[test]
