@@ -15,6 +15,8 @@
 //! devices and dtypes use candle's ops (see [`crate::bert::BertEncoder`]). Matrix products go
 //! through `gemm`, the crate behind candle's own CPU matrix product, on the current rayon pool.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, Device, Storage, StorageRef, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -121,15 +123,51 @@ pub fn linear(
     bias: &Tensor,
     residual: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    let (out, dims) = linear_vec(x, weight, bias, residual)?;
-    Tensor::from_vec(out, dims, &Device::Cpu)
+    let shape = Linear::check(x, weight, bias, residual)?;
+    let bs = CpuF32::of(bias)?;
+    let bs = bs.data()?;
+    let residual = residual.map(CpuF32::of).transpose()?;
+    let residual = residual.as_ref().map(|r| r.data()).transpose()?;
+    // The destination starts as bias (+ residual); the product is accumulated into it.
+    let out = shape.product(x, weight, |fresh| {
+        let n = bs.len();
+        match residual {
+            Some(r) => fresh
+                .par_chunks_mut(shape.rows_per_task() * n)
+                .zip(r.par_chunks(shape.rows_per_task() * n))
+                .for_each(|(o, r)| {
+                    o.iter_mut()
+                        .zip(r)
+                        .zip(bs.iter().cycle())
+                        .for_each(|((o, r), b)| {
+                            o.write(r + b);
+                        })
+                }),
+            None => fresh
+                .par_chunks_mut(shape.rows_per_task() * n)
+                .for_each(|o| {
+                    o.iter_mut().zip(bs.iter().cycle()).for_each(|(o, b)| {
+                        o.write(*b);
+                    })
+                }),
+        }
+    })?;
+    Tensor::from_vec(out, shape.dims, &Device::Cpu)
 }
 
-/// `GELU(x W^T + b)` with the exact (erf) GELU, the activation applied in place.
+/// `GELU(x W^T + b)` with the exact (erf) GELU: the product is written alone, then bias and
+/// activation are applied in one pass over it.
 pub fn linear_gelu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
-    let (mut out, dims) = linear_vec(x, weight, bias, None)?;
-    out.par_chunks_mut(1 << 14).for_each(gelu_in_place);
-    Tensor::from_vec(out, dims, &Device::Cpu)
+    let shape = Linear::check(x, weight, bias, None)?;
+    let bs = CpuF32::of(bias)?;
+    let bs = bs.data()?;
+    let mut out = shape.product_only(x, weight)?;
+    out.par_chunks_mut(shape.rows_per_task() * shape.n)
+        .for_each(|rows| {
+            rows.chunks_exact_mut(shape.n)
+                .for_each(|row| bias_gelu_in_place(row, bs))
+        });
+    Tensor::from_vec(out, shape.dims, &Device::Cpu)
 }
 
 /// The affine layer norm that follows a linear layer: its `(n)` weight and bias and epsilon.
@@ -143,7 +181,8 @@ pub struct RowNorm<'a> {
     pub eps: f64,
 }
 
-/// `LayerNorm(x W^T + b + residual)` over the last dimension, normalised in place.
+/// `LayerNorm(x W^T + b + residual)` over the last dimension: the product is written alone,
+/// then bias, residual and normalisation are applied row by row in one pass over it.
 pub fn linear_residual_norm(
     x: &Tensor,
     weight: &Tensor,
@@ -151,8 +190,8 @@ pub fn linear_residual_norm(
     residual: &Tensor,
     norm: RowNorm,
 ) -> candle_core::Result<Tensor> {
-    let (mut out, dims) = linear_vec(x, weight, bias, Some(residual))?;
-    let n = *dims.last().unwrap_or(&0);
+    let shape = Linear::check(x, weight, bias, Some(residual))?;
+    let n = shape.n;
     if norm.weight.dims() != [n] || norm.bias.dims() != [n] {
         candle_core::bail!(
             "fused layer norm: weight {:?} and bias {:?} do not fit rows of {n}",
@@ -160,87 +199,123 @@ pub fn linear_residual_norm(
             norm.bias.dims()
         )
     }
-    let (wv, bv) = (CpuF32::of(norm.weight)?, CpuF32::of(norm.bias)?);
-    let (ws, bs) = (wv.data()?, bv.data()?);
-    let eps = norm.eps as f32;
-    let rows = (1 << 14) / n.max(1) + 1;
-    out.par_chunks_mut(rows * n.max(1)).for_each(|chunk| {
-        chunk
-            .chunks_exact_mut(n)
-            .for_each(|row| layer_norm_in_place(row, ws, bs, eps))
-    });
-    Tensor::from_vec(out, dims, &Device::Cpu)
+    let views = [bias, residual, norm.weight, norm.bias].map(CpuF32::of);
+    let [b, r, w, nb] = views;
+    let (b, r, w, nb) = (b?, r?, w?, nb?);
+    let row = RowParts {
+        bias: b.data()?,
+        weight: w.data()?,
+        norm_bias: nb.data()?,
+        eps: norm.eps as f32,
+    };
+    let mut out = shape.product_only(x, weight)?;
+    let step = shape.rows_per_task() * n;
+    out.par_chunks_mut(step)
+        .zip(r.data()?.par_chunks(step))
+        .for_each(|(rows, residual)| {
+            rows.chunks_exact_mut(n)
+                .zip(residual.chunks_exact(n))
+                .for_each(|(v, r)| residual_layer_norm_in_place(v, r, row))
+        });
+    Tensor::from_vec(out, shape.dims, &Device::Cpu)
 }
 
-fn linear_vec(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    residual: Option<&Tensor>,
-) -> candle_core::Result<(Vec<f32>, Vec<usize>)> {
-    let (n, k) = weight.dims2()?;
-    let mut dims = x.dims().to_vec();
-    if dims.last() != Some(&k) || bias.dims() != [n] {
-        candle_core::bail!(
-            "fused linear: input {:?}, weight {:?} and bias {:?} do not fit",
-            x.dims(),
-            weight.dims(),
-            bias.dims()
-        )
-    }
-    dims.pop();
-    dims.push(n);
-    let m = x.elem_count() / k.max(1);
-    let (xv, wv, bv) = (CpuF32::of(x)?, CpuF32::of(weight)?, CpuF32::of(bias)?);
-    let (xs, ws, bs) = (xv.data()?, wv.data()?, bv.data()?);
-    let residual = match residual {
-        Some(r) if r.dims() != dims.as_slice() => {
+/// Writes every element of a product's fresh destination before the product is added to it.
+type Fill<'a> = &'a dyn Fn(&mut [MaybeUninit<f32>]);
+
+/// The checked shape of a linear layer's product: `m` rows of `k` inputs, `n` outputs.
+#[derive(Clone)]
+struct Linear {
+    m: usize,
+    n: usize,
+    k: usize,
+    dims: Vec<usize>,
+}
+
+impl Linear {
+    fn check(
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Self> {
+        let (n, k) = weight.dims2()?;
+        let mut dims = x.dims().to_vec();
+        // k = 0 would leave the product unwritten.
+        if k == 0 || dims.last() != Some(&k) || bias.dims() != [n] {
+            candle_core::bail!(
+                "fused linear: input {:?}, weight {:?} and bias {:?} do not fit",
+                x.dims(),
+                weight.dims(),
+                bias.dims()
+            )
+        }
+        dims.pop();
+        dims.push(n);
+        if let Some(r) = residual
+            && r.dims() != dims.as_slice()
+        {
             candle_core::bail!("fused linear: residual {:?} is not {:?}", r.dims(), dims)
         }
-        Some(r) => Some(CpuF32::of(r)?),
-        None => None,
-    };
-    if m == 0 || n == 0 {
-        return Ok((Vec::new(), dims));
+        let m = dims.iter().product::<usize>() / n.max(1);
+        Ok(Self { m, n, k, dims })
     }
-    // The destination starts as bias (+ residual), written into fresh capacity (no zeroing
-    // pass); the product is accumulated into it.
-    let mut out = Vec::with_capacity(m * n);
-    let rows = (1 << 14) / n + 1;
-    let fresh = &mut out.spare_capacity_mut()[..m * n];
-    match &residual {
-        Some(r) => fresh
-            .par_chunks_mut(rows * n)
-            .zip(r.data()?.par_chunks(rows * n))
-            .for_each(|(o, r)| {
-                for (o, r) in o.chunks_exact_mut(n).zip(r.chunks_exact(n)) {
-                    o.iter_mut().zip(r).zip(bs).for_each(|((o, r), b)| {
-                        o.write(r + b);
-                    });
-                }
-            }),
-        None => fresh.par_chunks_mut(rows * n).for_each(|o| {
-            for o in o.chunks_exact_mut(n) {
-                o.iter_mut().zip(bs).for_each(|(o, b)| {
-                    o.write(*b);
-                });
-            }
-        }),
+
+    /// Rows per parallel task of an element-wise pass: about 16K values.
+    fn rows_per_task(&self) -> usize {
+        (1 << 14) / self.n.max(1) + 1
     }
-    // SAFETY: the loops above wrote all m * n elements (m * n is a multiple of n).
-    unsafe { out.set_len(m * n) };
-    // SAFETY: lhs is m x k row-major (xs holds m*k), rhs (k x n) is W^T read from W's n x k
-    // row-major data (column stride k, row stride 1), dst is m x n row-major (out holds m*n).
-    unsafe {
-        matmul(
-            (m, n, k),
-            (out.as_mut_ptr(), n, true),
-            (xs.as_ptr(), 1, k),
-            (ws.as_ptr(), k, 1),
-            parallelism(),
-        )
-    };
-    Ok((out, dims))
+
+    /// `x W^T` alone, written into fresh memory.
+    fn product_only(&self, x: &Tensor, weight: &Tensor) -> candle_core::Result<Vec<f32>> {
+        self.matmul_into(x, weight, None)
+    }
+
+    /// `x W^T` added to a destination that `fill` first writes completely.
+    fn product(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        fill: impl Fn(&mut [MaybeUninit<f32>]),
+    ) -> candle_core::Result<Vec<f32>> {
+        self.matmul_into(x, weight, Some(&fill))
+    }
+
+    fn matmul_into(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        fill: Option<Fill>,
+    ) -> candle_core::Result<Vec<f32>> {
+        let Self { m, n, k, .. } = *self;
+        let len = m * n;
+        let mut out = Vec::with_capacity(len);
+        if len == 0 {
+            return Ok(out);
+        }
+        let (xv, wv) = (CpuF32::of(x)?, CpuF32::of(weight)?);
+        let (xs, ws) = (xv.data()?, wv.data()?);
+        let accumulate = fill.is_some();
+        if let Some(fill) = fill {
+            fill(&mut out.spare_capacity_mut()[..len]);
+        }
+        // SAFETY: lhs is m x k row-major (xs holds m*k), rhs (k x n) is W^T read from W's n x k
+        // row-major data (column stride k, row stride 1), dst is m x n row-major in out's
+        // capacity; it is read only when `fill` wrote all of it, and the product writes all of
+        // it, so every element is initialised when the length is set.
+        unsafe {
+            let dst = out.spare_capacity_mut().as_mut_ptr().cast::<f32>();
+            matmul(
+                (m, n, k),
+                (dst, n, accumulate),
+                (xs.as_ptr(), 1, k),
+                (ws.as_ptr(), k, 1),
+                parallelism(),
+            );
+            out.set_len(len);
+        }
+        Ok(out)
+    }
 }
 
 /// Multi-head self-attention: the context `(batch, seq, hidden)` from the fused projections
@@ -342,9 +417,9 @@ macro_rules! vectorised {
 }
 
 vectorised! {
-    /// GELU (erf) of every element.
-    fn gelu_in_place(v: &mut [f32]) {
-        v.iter_mut().for_each(|x| *x = gelu_erf(*x));
+    /// GELU (erf) of every element of a row plus its column's bias.
+    fn bias_gelu_in_place(row: &mut [f32], bias: &[f32]) {
+        row.iter_mut().zip(bias).for_each(|(x, b)| *x = gelu_erf(*x + b));
     }
 }
 
@@ -358,16 +433,29 @@ vectorised! {
     }
 }
 
+/// The per-column vectors of [`residual_layer_norm_in_place`].
+#[derive(Clone, Copy)]
+struct RowParts<'a> {
+    bias: &'a [f32],
+    weight: &'a [f32],
+    norm_bias: &'a [f32],
+    eps: f32,
+}
+
 vectorised! {
-    /// Layer norm of one row: `(v - mean) / sqrt(variance + eps) * weight + bias`.
-    fn layer_norm_in_place(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    /// Layer norm of a row plus its residual row and the linear layer's bias:
+    /// `v = row + residual + bias`, then `(v - mean) / sqrt(variance + eps) * weight + norm_bias`.
+    fn residual_layer_norm_in_place(row: &mut [f32], residual: &[f32], p: RowParts) {
+        row.iter_mut()
+            .zip(residual.iter().zip(p.bias))
+            .for_each(|(v, (r, b))| *v += r + b);
         let n = row.len() as f32;
         let mean = lanes(row, 0.0, |a, v| a + v, |a, b| a + b) / n;
         row.iter_mut().for_each(|v| *v -= mean);
         let variance = lanes(row, 0.0, |a, v| a + v * v, |a, b| a + b) / n;
-        let inverse = 1.0 / (variance + eps).sqrt();
+        let inverse = 1.0 / (variance + p.eps).sqrt();
         row.iter_mut()
-            .zip(weight.iter().zip(bias))
+            .zip(p.weight.iter().zip(p.norm_bias))
             .for_each(|(v, (w, b))| *v = *v * inverse * w + b);
     }
 }
