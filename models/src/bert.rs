@@ -318,7 +318,7 @@ impl BertEncoder {
     /// One layer from the fused CPU kernels: the same function in fewer passes.
     fn layer_fused(&self, l: &Layer, x: &Tensor, key_bias: Option<&Tensor>) -> Result<Tensor> {
         let heads = self.config.num_attention_heads;
-        let qkv = cpu_kernels::linear(x, l.qkv.weight(), bias(&l.qkv)?, None)?;
+        let qkv = cpu_kernels::linear(x, l.qkv.weight(), bias(&l.qkv)?)?;
         let context = cpu_kernels::attention(&qkv, heads, key_bias)?;
         let out = &l.attention_out;
         let x = cpu_kernels::linear_residual_norm(
@@ -331,7 +331,7 @@ impl BertEncoder {
         let (up, down) = (&l.intermediate, &l.output);
         let h = match self.activation {
             Activation::GeluErf => cpu_kernels::linear_gelu(&x, up.weight(), bias(up)?)?,
-            _ => self.activate(cpu_kernels::linear(&x, up.weight(), bias(up)?, None)?)?,
+            _ => self.activate(cpu_kernels::linear(&x, up.weight(), bias(up)?)?)?,
         };
         Ok(cpu_kernels::linear_residual_norm(
             &h,

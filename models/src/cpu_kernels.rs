@@ -4,12 +4,13 @@
 //! activations: a bias addition after every matrix product, the residual sum, the attention
 //! scale, mask and softmax on a `(batch, heads, seq, seq)` tensor, head transposes, and a GELU
 //! whose erf is a scalar call on one thread. On the CPU these sweeps cost more than the matrix
-//! products. The kernels here do the same arithmetic with fewer passes over f32 data: bias and
-//! residual are written into the (never zeroed) destination that the matrix product then
-//! accumulates into, layer norm and GELU run in place on that destination, attention runs per
-//! (sequence, head) on a small buffer that reads Q, K and V in place and writes the merged heads
-//! directly, and GELU uses a vectorisable erf, in parallel. Row sums and maxima keep 16 partial
-//! results, so that they vectorise too (a single running sum is a serial dependency chain).
+//! products. The kernels here do the same arithmetic with fewer passes over f32 data: a matrix
+//! product writes into fresh, never-zeroed memory, and one pass then adds bias and applies GELU,
+//! or adds bias and residual and normalises the row (a plain linear layer instead starts its
+//! destination as the bias and accumulates the product into it); attention runs per (sequence,
+//! head) on a small buffer that reads Q, K and V in place and writes the merged heads directly;
+//! GELU uses a vectorisable erf. Row sums and maxima keep 16 partial results, so that they
+//! vectorise too (a single running sum is a serial dependency chain).
 //!
 //! They carry no gradients (inference only) and take contiguous f32 tensors on the CPU; other
 //! devices and dtypes use candle's ops (see [`crate::bert::BertEncoder`]). Matrix products go
@@ -115,42 +116,20 @@ unsafe fn matmul(
     }
 }
 
-/// `x W^T + b`, plus `residual` when given, for `x` `(.., k)`, `weight` `(n, k)`, `bias` `(n)`
-/// and `residual` shaped like the result `(.., n)`.
-pub fn linear(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    residual: Option<&Tensor>,
-) -> candle_core::Result<Tensor> {
-    let shape = Linear::check(x, weight, bias, residual)?;
+/// `x W^T + b` for `x` `(.., k)`, `weight` `(n, k)` and `bias` `(n)`.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    let shape = ProductShape::check(x, weight, bias, None)?;
     let bs = CpuF32::of(bias)?;
     let bs = bs.data()?;
-    let residual = residual.map(CpuF32::of).transpose()?;
-    let residual = residual.as_ref().map(|r| r.data()).transpose()?;
-    // The destination starts as bias (+ residual); the product is accumulated into it.
+    // The destination starts as the bias; the product is accumulated into it.
     let out = shape.product(x, weight, |fresh| {
-        let n = bs.len();
-        match residual {
-            Some(r) => fresh
-                .par_chunks_mut(shape.rows_per_task() * n)
-                .zip(r.par_chunks(shape.rows_per_task() * n))
-                .for_each(|(o, r)| {
-                    o.iter_mut()
-                        .zip(r)
-                        .zip(bs.iter().cycle())
-                        .for_each(|((o, r), b)| {
-                            o.write(r + b);
-                        })
-                }),
-            None => fresh
-                .par_chunks_mut(shape.rows_per_task() * n)
-                .for_each(|o| {
-                    o.iter_mut().zip(bs.iter().cycle()).for_each(|(o, b)| {
-                        o.write(*b);
-                    })
-                }),
-        }
+        fresh
+            .par_chunks_mut(shape.rows_per_task() * shape.n)
+            .for_each(|o| {
+                o.iter_mut().zip(bs.iter().cycle()).for_each(|(o, b)| {
+                    o.write(*b);
+                })
+            })
     })?;
     Tensor::from_vec(out, shape.dims, &Device::Cpu)
 }
@@ -158,7 +137,7 @@ pub fn linear(
 /// `GELU(x W^T + b)` with the exact (erf) GELU: the product is written alone, then bias and
 /// activation are applied in one pass over it.
 pub fn linear_gelu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
-    let shape = Linear::check(x, weight, bias, None)?;
+    let shape = ProductShape::check(x, weight, bias, None)?;
     let bs = CpuF32::of(bias)?;
     let bs = bs.data()?;
     let mut out = shape.product_only(x, weight)?;
@@ -190,7 +169,7 @@ pub fn linear_residual_norm(
     residual: &Tensor,
     norm: RowNorm,
 ) -> candle_core::Result<Tensor> {
-    let shape = Linear::check(x, weight, bias, Some(residual))?;
+    let shape = ProductShape::check(x, weight, bias, Some(residual))?;
     let n = shape.n;
     if norm.weight.dims() != [n] || norm.bias.dims() != [n] {
         candle_core::bail!(
@@ -224,15 +203,14 @@ pub fn linear_residual_norm(
 type Fill<'a> = &'a dyn Fn(&mut [MaybeUninit<f32>]);
 
 /// The checked shape of a linear layer's product: `m` rows of `k` inputs, `n` outputs.
-#[derive(Clone)]
-struct Linear {
+struct ProductShape {
     m: usize,
     n: usize,
     k: usize,
     dims: Vec<usize>,
 }
 
-impl Linear {
+impl ProductShape {
     fn check(
         x: &Tensor,
         weight: &Tensor,
@@ -583,12 +561,11 @@ mod tests {
             .unwrap()
             .broadcast_add(&b)
             .unwrap();
-        assert!(max_abs_diff(&linear(&x, &w, &b, None).unwrap(), &plain) < 1e-5);
+        assert!(max_abs_diff(&linear(&x, &w, &b).unwrap(), &plain) < 1e-5);
         let with_residual = (&plain + &r).unwrap();
-        assert!(max_abs_diff(&linear(&x, &w, &b, Some(&r)).unwrap(), &with_residual) < 1e-5);
         let activated = plain.gelu_erf().unwrap();
         assert!(max_abs_diff(&linear_gelu(&x, &w, &b).unwrap(), &activated) < 1e-5);
-        assert!(linear(&x, &b.unsqueeze(0).unwrap(), &b, None).is_err());
+        assert!(linear(&x, &b.unsqueeze(0).unwrap(), &b).is_err());
         // Layer norm over rows of 24: 16 lanes and a remainder of 8.
         let (gamma, beta) = (
             Tensor::randn(1f32, 0.5, 24, &dev).unwrap(),
