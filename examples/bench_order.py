@@ -10,8 +10,8 @@ Generates N rows (id, score with ties, 50-300 bytes of random text) as Parquet, 
   reference      the reference DELT way at --reference-rows: JSONL into Python memory, sort, write JSONL
   delt jsonl     delt's fold on that same JSONL, JSONL -> JSONL
 Each run is a separate process; wall time and peak memory (max RSS) are measured around it.
-All use --threads threads and zstd-compressed Parquet. The outputs of the three folds are
-checked to be the same order before any figure is printed.
+All use --threads threads and Parquet compressed with zstd level 1 (delt's default). The
+outputs of the three folds are checked to be the same order before any figure is printed.
 
 With --scaling N1,N2,... it also times delt fold alone at each size.
 
@@ -91,14 +91,14 @@ con.execute(f"SET threads = {threads}")
 con.execute(f'''COPY (
   SELECT id, score, text FROM read_parquet('{src}', file_row_number = true)
   ORDER BY (row_number() OVER (ORDER BY score, file_row_number) - 1) % 3, score, file_row_number
-) TO '{dst}' (FORMAT parquet, COMPRESSION zstd)''')
+) TO '{dst}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)''')
 """
 
 POLARS = """
 import polars as pl, sys
 src, dst = sys.argv[1], sys.argv[2]
 df = pl.read_parquet(src).sort("score", maintain_order=True)
-pl.concat([df.gather_every(3, offset=l) for l in range(3)]).write_parquet(dst, compression="zstd")
+pl.concat([df.gather_every(3, offset=l) for l in range(3)]).write_parquet(dst, compression="zstd", compression_level=1)
 """
 
 REFERENCE = """
