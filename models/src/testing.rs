@@ -11,6 +11,35 @@ use serde_json::{Value, json};
 use crate::random::SplitMix64;
 use crate::{ModelError, Result};
 
+/// Texts for the tiny models: ordinary words, one word, a long text, the empty text and
+/// unknown words.
+pub const SAMPLE_TEXTS: [&str; 5] = [
+    "the model is in the data",
+    "a",
+    "what do we train first and how long will it take to find the order of the words",
+    "",
+    "zzz unknown words",
+];
+
+/// A tiny Llama configuration (vocabulary 17, hidden 8, 2 layers, 2 query heads sharing 1
+/// key/value head) for models built in memory; tests change fields with `..`.
+pub fn tiny_llama_config() -> crate::llama::LlamaConfig {
+    crate::llama::LlamaConfig {
+        model_type: Some("llama".into()),
+        vocab_size: 17,
+        hidden_size: 8,
+        intermediate_size: 12,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: Some(1),
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 64,
+        tie_word_embeddings: false,
+        rope_scaling: None,
+    }
+}
+
 /// The words both tiny tokenizers know (anything else is the unknown token).
 pub const WORDS: &[&str] = &[
     "the", "a", "of", "and", "to", "in", "is", "it", "that", "was", "for", "on", "are", "with",

@@ -5,6 +5,7 @@ use delt_models::annotate::{AnnotateOptions, annotate};
 use delt_models::candle_core::{DType, Device};
 use delt_models::llama::LlamaConfig;
 use delt_models::proxy_lm::ProxyLm;
+use delt_models::testing;
 
 /// Documents of the "target language": each token is the previous one plus `step` (mod 10).
 fn rule_doc(start: u32, step: u32, len: usize) -> Vec<u32> {
@@ -28,18 +29,12 @@ struct Setup {
 
 fn setup() -> Setup {
     let config = LlamaConfig {
-        model_type: Some("llama".into()),
         vocab_size: 20,
         hidden_size: 16,
         intermediate_size: 32,
         num_hidden_layers: 1,
-        num_attention_heads: 2,
         num_key_value_heads: Some(2),
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 64,
-        tie_word_embeddings: false,
-        rope_scaling: None,
+        ..testing::tiny_llama_config()
     };
     let lm = ProxyLm::new(config, 1, DType::F32, &Device::Cpu).unwrap();
     let mut proxy = Vec::new();

@@ -12,15 +12,7 @@ use delt_models::bert::TextEncoder;
 use delt_models::device::DeviceRequest;
 use delt_models::llama::{LanguageModel, LlamaConfig};
 use delt_models::proxy_lm::ProxyLm;
-use delt_models::testing;
-
-const TEXTS: [&str; 5] = [
-    "the model is in the data",
-    "a",
-    "what do we train first and how long will it take to find the order of the words",
-    "",
-    "zzz unknown words",
-];
+use delt_models::testing::{self, SAMPLE_TEXTS as TEXTS};
 
 fn gpu() -> Device {
     let device = DeviceRequest::Cuda(0)
@@ -76,18 +68,10 @@ fn language_model_losses_agree_across_devices() {
 
 fn proxy_config() -> LlamaConfig {
     LlamaConfig {
-        model_type: Some("llama".into()),
         vocab_size: 20,
         hidden_size: 16,
         intermediate_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        num_key_value_heads: Some(1),
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 64,
-        tie_word_embeddings: false,
-        rope_scaling: None,
+        ..testing::tiny_llama_config()
     }
 }
 

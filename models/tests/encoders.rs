@@ -6,16 +6,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use delt_models::bert::{BertEncoder, TextEncoder};
 use delt_models::lqs::{self, LqsScorer, ScorerConfig};
-use delt_models::testing;
+use delt_models::testing::{self, SAMPLE_TEXTS as TEXTS};
 use serde_json::Value;
-
-const TEXTS: [&str; 5] = [
-    "the model is in the data",
-    "a",
-    "what do we train first and how long will it take to find the order of the words",
-    "",
-    "zzz unknown words",
-];
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     testing::max_abs_diff(a, b).unwrap()

@@ -8,18 +8,8 @@ use delt_models::testing;
 
 fn tiny_config(vocab: usize) -> LlamaConfig {
     LlamaConfig {
-        model_type: Some("llama".into()),
         vocab_size: vocab,
-        hidden_size: 8,
-        intermediate_size: 12,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        num_key_value_heads: Some(1),
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 64,
-        tie_word_embeddings: false,
-        rope_scaling: None,
+        ..testing::tiny_llama_config()
     }
 }
 

@@ -6,16 +6,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use delt_models::llama::{LanguageModel, Quantized};
-use delt_models::testing::{self, WORDS};
+use delt_models::testing::{self, SAMPLE_TEXTS as TEXTS, WORDS};
 use serde_json::Value;
-
-const TEXTS: [&str; 5] = [
-    "the model is in the data",
-    "a",
-    "what do we train first and how long will it take to find the order of the words",
-    "",
-    "zzz unknown words",
-];
 
 #[test]
 fn a_document_scores_the_same_alone_or_in_a_batch() {
