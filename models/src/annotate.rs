@@ -15,14 +15,24 @@
 //!    gamma_n = sum_t lambda_{t+1} . g_{n,t} / ||g_{n,t'}||, t' the next scored step, or T for
 //!    the last one (the reference divides that one by 1; we use the norm at the final
 //!    parameters). Then gamma is z-scored and clipped to [-3, 3].
+//!
+//! Every stage is made of gradient passes over a few documents. On a CPU the independent
+//! passes (the chunks of the target set, the two points of the Hessian-vector product, the
+//! batches of the per-document stage) run side by side, one per thread ([`Passes`]): the
+//! proxy LM's ops are too small to keep several cores busy inside one pass.
+
+use std::sync::Mutex;
+
+use candle_core::DType;
+use rayon::prelude::*;
 
 use crate::batching::length_batches;
-use crate::proxy_lm::ProxyLm;
+use crate::proxy_lm::{ProxyLm, SequenceGradients};
 use crate::random::SplitMix64;
 use crate::{ModelError, Result};
 
-/// Documents per forward and backward pass.
-const DOCS_PER_PASS: usize = 16;
+/// Documents per forward and backward pass, the unit of work of a thread.
+const DOCS_PER_PASS: usize = 8;
 
 /// The knobs of an annotation run.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +52,9 @@ pub struct AnnotateOptions {
     pub warmup_steps: usize,
     /// Learning rate of the warm-up.
     pub warmup_lr: f64,
+    /// Gradient passes run at once on a CPU (a GPU runs one at a time). The labels do not
+    /// depend on it: passes are combined in a fixed order.
+    pub threads: usize,
 }
 
 /// One proxy document's label and the parts it is made of.
@@ -59,28 +72,149 @@ pub struct DocLabel {
     pub reliability: f64,
 }
 
-/// Hessian-vector product `H v` of the function whose gradient is `grad`, at `theta`, by
-/// central differences: (grad(theta + h v) - grad(theta - h v)) / 2h, with h such that the
-/// step has norm `eps`.
-pub fn hessian_vector_product(
-    grad: &mut dyn FnMut(&[f64]) -> Result<Vec<f64>>,
-    theta: &[f64],
-    v: &[f64],
-    eps: f64,
-) -> Result<Vec<f64>> {
-    let norm = norm(v);
-    if norm == 0.0 {
-        return Ok(vec![0.0; v.len()]);
+/// The two points of a central difference from `theta` along `v`, the step scaled to norm
+/// `eps`: the Hessian-vector product `H v` of a function is
+/// `(grad(plus) - grad(minus)) / 2h`. The caller evaluates both gradients (at once, if it
+/// can).
+pub struct CentralDifference {
+    /// theta + h v.
+    pub plus: Vec<f64>,
+    /// theta - h v.
+    pub minus: Vec<f64>,
+    h: f64,
+}
+
+impl CentralDifference {
+    /// The points, or `None` when `v` is zero (then `H v` is zero).
+    pub fn new(theta: &[f64], v: &[f64], eps: f64) -> Option<Self> {
+        let norm = norm(v);
+        if norm == 0.0 {
+            return None;
+        }
+        let h = eps / norm;
+        Some(Self {
+            plus: theta.iter().zip(v).map(|(t, v)| t + h * v).collect(),
+            minus: theta.iter().zip(v).map(|(t, v)| t - h * v).collect(),
+            h,
+        })
     }
-    let h = eps / norm;
-    let plus: Vec<f64> = theta.iter().zip(v).map(|(t, v)| t + h * v).collect();
-    let minus: Vec<f64> = theta.iter().zip(v).map(|(t, v)| t - h * v).collect();
-    let (gp, gm) = (grad(&plus)?, grad(&minus)?);
-    Ok(gp
-        .iter()
-        .zip(&gm)
-        .map(|(a, b)| (a - b) / (2.0 * h))
-        .collect())
+
+    /// `H v` from the gradients at [`Self::plus`] and [`Self::minus`].
+    pub fn hessian_vector_product(&self, grad_plus: &[f64], grad_minus: &[f64]) -> Vec<f64> {
+        grad_plus
+            .iter()
+            .zip(grad_minus)
+            .map(|(a, b)| (a - b) / (2.0 * self.h))
+            .collect()
+    }
+}
+
+/// Gradient passes of [`DOCS_PER_PASS`] documents, run side by side on a pool of threads.
+/// Each parameter vector in use at once has its own model (0 is the caller's, the others
+/// replicas); a pass only reads its model, so threads share them. Pass results are combined
+/// in a fixed order, so the thread count changes no result.
+struct Passes<'a> {
+    pool: rayon::ThreadPool,
+    lm: &'a ProxyLm,
+    replicas: Vec<ProxyLm>,
+}
+
+impl<'a> Passes<'a> {
+    fn new(lm: &'a ProxyLm, threads: usize) -> Result<Self> {
+        // A GPU queues kernels in order: concurrent passes would only interleave.
+        let threads = if lm.device().is_cpu() {
+            threads.max(1)
+        } else {
+            1
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("lqs-pass-{i}"))
+            .build()
+            .map_err(|e| ModelError::Config(format!("cannot start {threads} threads: {e}")))?;
+        Ok(Self {
+            pool,
+            lm,
+            replicas: Vec::new(),
+        })
+    }
+
+    fn model(&self, i: usize) -> &ProxyLm {
+        if i == 0 {
+            self.lm
+        } else {
+            &self.replicas[i - 1]
+        }
+    }
+
+    /// Puts `theta` into model `i`, making replicas up to it.
+    fn load(&mut self, i: usize, theta: &[f64]) -> Result<()> {
+        while self.replicas.len() < i {
+            self.replicas.push(self.lm.replica()?);
+        }
+        self.model(i).set_flat_params(theta)
+    }
+
+    /// For each group (parameters, documents), the mean loss over its documents and the
+    /// gradient of that mean; the passes of all groups run at once.
+    fn mean_gradients(&mut self, groups: &[(&[f64], &[&[u32]])]) -> Result<Vec<(f64, Vec<f64>)>> {
+        for (i, (theta, _)) in groups.iter().enumerate() {
+            self.load(i, theta)?;
+        }
+        let jobs: Vec<(usize, &[&[u32]])> = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, docs))| docs.chunks(DOCS_PER_PASS).map(move |c| (i, c)))
+            .collect();
+        let this = &*self;
+        let passes: Vec<Result<(f64, Vec<f64>)>> = self.pool.install(|| {
+            jobs.par_iter()
+                .map(|&(i, chunk)| {
+                    let lm = this.model(i);
+                    let loss = lm.loss(chunk)?;
+                    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                    Ok((value, lm.gradient(&loss)?))
+                })
+                .collect()
+        });
+        let n = self.lm.num_params();
+        let mut sums: Vec<(f64, Vec<f64>)> = groups.iter().map(|_| (0.0, vec![0.0; n])).collect();
+        for (&(i, chunk), pass) in jobs.iter().zip(passes) {
+            let (value, grad) = pass?;
+            let share = chunk.len() as f64 / groups[i].1.len() as f64;
+            let (sum_value, sum_grad) = &mut sums[i];
+            *sum_value += share * value;
+            for (g, c) in sum_grad.iter_mut().zip(grad) {
+                *g += share * c;
+            }
+        }
+        Ok(sums)
+    }
+
+    /// Per-document gradient norms (and dots with `direction`) at `theta`, one pass per
+    /// batch of documents; `done(n)` after each pass of n documents.
+    fn sequence_gradients(
+        &mut self,
+        theta: &[f64],
+        batches: &[Vec<usize>],
+        docs: &[Vec<u32>],
+        direction: Option<&[f64]>,
+        done: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<SequenceGradients>> {
+        self.load(0, theta)?;
+        let lm = self.lm;
+        self.pool.install(|| {
+            batches
+                .par_iter()
+                .map(|batch| {
+                    let docs: Vec<&[u32]> = batch.iter().map(|&i| docs[i].as_slice()).collect();
+                    let g = lm.sequence_gradients(&docs, direction)?;
+                    done(batch.len());
+                    Ok(g)
+                })
+                .collect()
+        })
+    }
 }
 
 fn norm(v: &[f64]) -> f64 {
@@ -109,7 +243,7 @@ pub fn annotate(
     proxy: &[Vec<u32>],
     target: &[Vec<u32>],
     options: &AnnotateOptions,
-    progress: &mut dyn FnMut(&str, usize, usize),
+    progress: &mut (dyn FnMut(&str, usize, usize) + Send),
 ) -> Result<Vec<DocLabel>> {
     let o = options;
     if target.is_empty() {
@@ -129,36 +263,28 @@ pub fn annotate(
             )));
         }
     }
-    let refs = |idx: &[usize], docs: &[Vec<u32>]| -> Vec<Vec<u32>> {
-        idx.iter().map(|&i| docs[i].clone()).collect()
-    };
     let target_refs: Vec<&[u32]> = target.iter().map(Vec::as_slice).collect();
-    // The mean loss over `docs` and its gradient, DOCS_PER_PASS documents per backward pass
-    // (the target set is one big batch otherwise; memory stays that of one small batch).
-    let gradient_at = |theta: &[f64], docs: &[&[u32]]| -> Result<(f64, Vec<f64>)> {
-        lm.set_flat_params(theta)?;
-        let (mut value, mut grad) = (0.0, vec![0.0; lm.num_params()]);
-        for chunk in docs.chunks(DOCS_PER_PASS) {
-            let share = chunk.len() as f64 / docs.len() as f64;
-            let loss = lm.loss(chunk)?;
-            value += share * loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-            for (g, c) in grad.iter_mut().zip(lm.gradient(&loss)?) {
-                *g += share * c;
-            }
-        }
-        Ok((value, grad))
+    let batch_docs = |t: usize, seed: u64| -> Vec<&[u32]> {
+        batch(proxy.len(), o.batch_size, seed, t)
+            .into_iter()
+            .map(|i| proxy[i].as_slice())
+            .collect()
     };
+    let mut passes = Passes::new(lm, o.threads)?;
 
     // One SGD step on the proxy batch of step `t` (of the batch order seeded with `seed`).
-    let sgd_step = |theta: &mut Vec<f64>,
+    let sgd_step = |passes: &mut Passes,
+                    theta: &mut Vec<f64>,
                     t: usize,
                     seed: u64,
                     lr: f64,
                     stage: &str|
      -> Result<()> {
-        let docs = refs(&batch(proxy.len(), o.batch_size, seed, t), proxy);
-        let docs: Vec<&[u32]> = docs.iter().map(Vec::as_slice).collect();
-        let (loss, grad) = gradient_at(theta, &docs)?;
+        let docs = batch_docs(t, seed);
+        let (loss, grad) = passes
+            .mean_gradients(&[(theta, &docs)])?
+            .pop()
+            .expect("one group");
         if !loss.is_finite() || grad.iter().any(|g| !g.is_finite()) {
             return Err(ModelError::Config(format!(
                 "training diverged at {stage} step {t} (loss {loss}): lower the learning rate (lr = {lr})"
@@ -173,7 +299,7 @@ pub fn annotate(
     // 0. Warm-up, not recorded.
     let mut theta = lm.flat_params()?;
     for t in 0..o.warmup_steps {
-        sgd_step(&mut theta, t, !o.seed, o.warmup_lr, "warm-up")?;
+        sgd_step(&mut passes, &mut theta, t, !o.seed, o.warmup_lr, "warm-up")?;
         progress("warm-up", t + 1, o.warmup_steps);
     }
 
@@ -185,20 +311,24 @@ pub fn annotate(
         if t % o.interval == 0 {
             starts.push(theta.clone());
         }
-        sgd_step(&mut theta, t, o.seed, o.lr, "trajectory")?;
+        sgd_step(&mut passes, &mut theta, t, o.seed, o.lr, "trajectory")?;
         progress("trajectory", t + 1, o.steps);
     }
     let theta_final = theta;
 
     // 2. Co-state, segment by segment from the end, keeping lambda_{s+1} for each scored s.
-    let mut lambda = gradient_at(&theta_final, &target_refs)?.1;
+    //    The passes of a step (the two points of H_t lambda and grad J) run at once.
+    let (_, mut lambda) = passes
+        .mean_gradients(&[(&theta_final, &target_refs)])?
+        .pop()
+        .expect("one group");
     let mut lambda_after: Vec<Vec<f64>> = vec![Vec::new(); scored.len()];
     for (j, &first) in scored.iter().enumerate().rev() {
         let end = (first + o.interval).min(o.steps);
         let mut segment = vec![starts[j].clone()];
         for t in first..end - 1 {
             let mut next = segment[segment.len() - 1].clone();
-            sgd_step(&mut next, t, o.seed, o.lr, "trajectory")?;
+            sgd_step(&mut passes, &mut next, t, o.seed, o.lr, "trajectory")?;
             segment.push(next);
         }
         for t in (first..end).rev() {
@@ -206,16 +336,26 @@ pub fn annotate(
                 lambda_after[j] = lambda.clone();
             }
             let theta_t = &segment[t - first];
-            let docs = refs(&batch(proxy.len(), o.batch_size, o.seed, t), proxy);
-            let docs: Vec<&[u32]> = docs.iter().map(Vec::as_slice).collect();
+            let docs = batch_docs(t, o.seed);
             let eps = 1e-3 * norm(theta_t).max(1.0);
-            let hv = hessian_vector_product(
-                &mut |p| Ok(gradient_at(p, &docs)?.1),
-                theta_t,
-                &lambda,
-                eps,
-            )?;
-            let grad_j = gradient_at(theta_t, &target_refs)?.1;
+            let (grad_j, hv) = match CentralDifference::new(theta_t, &lambda, eps) {
+                Some(diff) => {
+                    let mut g = passes.mean_gradients(&[
+                        (theta_t, &target_refs),
+                        (&diff.plus, &docs),
+                        (&diff.minus, &docs),
+                    ])?;
+                    let (minus, plus) = (g.pop().expect("3").1, g.pop().expect("3").1);
+                    (
+                        g.pop().expect("3").1,
+                        diff.hessian_vector_product(&plus, &minus),
+                    )
+                }
+                None => {
+                    let g = passes.mean_gradients(&[(theta_t, &target_refs)])?;
+                    (g.into_iter().next().expect("1").1, vec![0.0; lambda.len()])
+                }
+            };
             for ((l, gj), h) in lambda.iter_mut().zip(&grad_j).zip(&hv) {
                 *l += gj - o.lr * h;
             }
@@ -228,8 +368,8 @@ pub fn annotate(
         }
     }
 
-    // 3. Per-document gradients at the scored steps and at theta_T, a batch of documents
-    //    per forward and backward pass.
+    // 3. Per-document gradients at the scored steps and at theta_T (last, so that `lm`
+    //    ends at theta_T), a batch of documents per forward and backward pass.
     let mut checkpoints: Vec<&[f64]> = starts.iter().map(Vec::as_slice).collect();
     checkpoints.push(&theta_final);
     let lengths: Vec<usize> = proxy.iter().map(Vec::len).collect();
@@ -239,21 +379,23 @@ pub fn annotate(
     // dots[j][n] = lambda_{s_j + 1} . g_{n, s_j}; norms[j][n] = ||g_n|| at checkpoint j.
     let mut dots = vec![vec![0.0; proxy.len()]; scored.len()];
     let mut norms = vec![vec![0.0; proxy.len()]; checkpoints.len()];
-    let mut done = 0;
+    let reported = Mutex::new((0, progress));
+    let done = |n: usize| {
+        let mut reported = reported.lock().unwrap_or_else(|e| e.into_inner());
+        reported.0 += n;
+        let done = reported.0;
+        (reported.1)("documents", done, total);
+    };
     for (j, theta_j) in checkpoints.iter().enumerate() {
-        lm.set_flat_params(theta_j)?;
         let direction = lambda_after.get(j).map(Vec::as_slice);
-        for batch in &batches {
-            let docs: Vec<&[u32]> = batch.iter().map(|&i| proxy[i].as_slice()).collect();
-            let g = lm.sequence_gradients(&docs, direction)?;
+        let results = passes.sequence_gradients(theta_j, &batches, proxy, direction, &done)?;
+        for (batch, g) in batches.iter().zip(results) {
             for (k, &i) in batch.iter().enumerate() {
                 norms[j][i] = g.norms[k];
                 if j < scored.len() {
                     dots[j][i] = g.dots[k];
                 }
             }
-            done += batch.len();
-            progress("documents", done, total);
         }
     }
     let lambda_norms: Vec<f64> = lambda_after.iter().map(|l| norm(l)).collect();
@@ -314,19 +456,18 @@ mod tests {
             })
             .collect();
         let b: Vec<f64> = (0..n).map(|i| i as f64 - 2.5).collect();
-        let mut grad =
-            |x: &[f64]| -> Result<Vec<f64>> { Ok((0..n).map(|i| dot(&a[i], x) + b[i]).collect()) };
+        let grad = |x: &[f64]| -> Vec<f64> { (0..n).map(|i| dot(&a[i], x) + b[i]).collect() };
         let theta: Vec<f64> = (0..n).map(|i| (i as f64).sin()).collect();
         let v: Vec<f64> = (0..n).map(|i| (i as f64 * 1.3).cos()).collect();
-        let hv = hessian_vector_product(&mut grad, &theta, &v, 1e-3).unwrap();
+        let diff = CentralDifference::new(&theta, &v, 1e-3).unwrap();
+        let step: Vec<f64> = diff.plus.iter().zip(&theta).map(|(p, t)| p - t).collect();
+        assert!((norm(&step) - 1e-3).abs() < 1e-12, "the step has norm eps");
+        let hv = diff.hessian_vector_product(&grad(&diff.plus), &grad(&diff.minus));
         for i in 0..n {
             let want = dot(&a[i], &v);
             assert!((hv[i] - want).abs() < 1e-8, "{i}: {} vs {want}", hv[i]);
         }
-        assert_eq!(
-            hessian_vector_product(&mut grad, &theta, &[0.0; 6], 1e-3).unwrap(),
-            vec![0.0; 6]
-        );
+        assert!(CentralDifference::new(&theta, &[0.0; 6], 1e-3).is_none());
     }
 
     #[test]

@@ -377,13 +377,13 @@ pub fn attention(
 /// the version at run time: the element functions below are branch-free, so the compiler
 /// vectorises the loops, 16 lanes wide where the CPU has AVX-512.
 macro_rules! vectorised {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                fn wide($($arg: $ty),*) $body
+                fn wide($($arg: $ty),*) $(-> $ret)? $body
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F, checked just above.
                     return unsafe { wide($($arg),*) };
@@ -404,10 +404,28 @@ vectorised! {
 vectorised! {
     /// Softmax of one row of scores.
     fn softmax_in_place(row: &mut [f32]) {
-        let max = lanes(row, f32::NEG_INFINITY, f32::max, f32::max);
+        let max = lanes(row, f32::NEG_INFINITY, larger, larger);
         row.iter_mut().for_each(|v| *v = exp_nonpositive(*v - max));
         let inverse = 1.0 / lanes(row, 0.0, |a, v| a + v, |a, b| a + b);
         row.iter_mut().for_each(|v| *v *= inverse);
+    }
+}
+
+vectorised! {
+    /// The log-normaliser of a softmax over `row`: `(max, ln sum_i exp(row_i - max))`.
+    pub(crate) fn log_normaliser(row: &[f32]) -> (f32, f32) {
+        let max = lanes(row, f32::NEG_INFINITY, larger, larger);
+        let sum = lanes(row, 0.0, |a, v| a + exp_nonpositive(v - max), |a, b| a + b);
+        (max, sum.ln())
+    }
+}
+
+vectorised! {
+    /// `out_i = scale * exp(row_i - shift)`, for a `shift` of at least the row's maximum.
+    pub(crate) fn scaled_exp_into(out: &mut [f32], row: &[f32], shift: f32, scale: f32) {
+        out.iter_mut()
+            .zip(row)
+            .for_each(|(o, &v)| *o = scale * exp_nonpositive(v - shift));
     }
 }
 
@@ -436,6 +454,14 @@ vectorised! {
             .zip(p.weight.iter().zip(p.norm_bias))
             .for_each(|(v, (w, b))| *v = *v * inverse * w + b);
     }
+}
+
+/// The larger of two values, written as a comparison so that it compiles to one vector
+/// instruction (`f32::max` must return the non-NaN operand, which takes several and kept the
+/// loops scalar). A NaN still reaches the result through the exponentials that follow.
+#[inline(always)]
+fn larger(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
 }
 
 /// Folds `values` with `step` into 16 independent lanes started at `init`, then merges the

@@ -164,6 +164,23 @@ impl ProxyLm {
         shapes
     }
 
+    /// An independent copy with its own parameter storage, so that passes at other
+    /// parameters can run beside this model's.
+    pub fn replica(&self) -> Result<Self> {
+        let tensors = self
+            .names
+            .iter()
+            .cloned()
+            .zip(self.params.iter().map(|p| p.as_tensor().detach()))
+            .collect();
+        Self::from_tensors(self.config.clone(), tensors, self.dtype, &self.device)
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The configuration.
     pub fn config(&self) -> &LlamaConfig {
         &self.config

@@ -131,6 +131,7 @@ fn lqs_labels_agree_across_devices() {
         seed: 3,
         warmup_steps: 2,
         warmup_lr: 0.5,
+        threads: 2,
     };
     let label = |device: &Device| {
         let lm = ProxyLm::new(proxy_config(), 1, DType::F32, device).unwrap();

@@ -197,6 +197,9 @@ struct AnnotateArgs {
     /// Save the proxy LM at the end of the trajectory (theta_T) and its tokenizer here.
     #[arg(long)]
     save_model: Option<PathBuf>,
+    /// Gradient passes run at once (default: all cores); the labels do not depend on it.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -319,6 +322,17 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
+/// LQS annotation runs one gradient pass per core itself (`delt_models::annotate`). candle
+/// would also spread each elementwise op over a pool of spinning threads of its own, which
+/// then compete with those passes for the cores (the annotation took 1.5x as long): each op
+/// runs on its pass's thread instead, unless the user set `CANDLE_NUM_THREADS`.
+fn candle_ops_on_the_calling_thread() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: no other thread has started yet, so none reads the environment meanwhile.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+}
+
 fn main() -> ExitCode {
     // Panics inside dependencies (decoders fed corrupt files) are caught per statement and
     // reported as one error line; the default hook would print a backtrace first.
@@ -330,6 +344,14 @@ fn main() -> ExitCode {
     };
     if matches!(cli.command, Command::Lqs { .. } | Command::Bench { .. }) {
         keep_freed_memory();
+    }
+    if matches!(
+        cli.command,
+        Command::Lqs {
+            command: LqsCommand::Annotate(_)
+        }
+    ) {
+        candle_ops_on_the_calling_thread();
     }
     let outcome = match cli.command {
         Command::Sql(args) => run_sql(
@@ -469,6 +491,9 @@ fn lqs_annotate(args: AnnotateArgs) -> anyhow::Result<()> {
             seed: args.seed,
             warmup_steps: args.warmup_steps,
             warmup_lr: args.warmup_lr,
+            threads: args
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         },
         max_tokens: args.max_tokens,
         tokenizer: args.tokenizer,
