@@ -19,7 +19,9 @@
 //! Every stage is made of gradient passes over a few documents. On a CPU the independent
 //! passes (the chunks of the target set, the two points of the Hessian-vector product, the
 //! batches of the per-document stage) run side by side, one per thread ([`Passes`]): the
-//! proxy LM's ops are too small to keep several cores busy inside one pass.
+//! proxy LM's ops are too small to keep several cores busy inside one pass. Run with
+//! `CANDLE_NUM_THREADS=1` (the `delt` CLI sets it): otherwise candle spreads every
+//! elementwise op over a pool of spinning threads of its own, which compete with the passes.
 
 use std::sync::Mutex;
 
