@@ -193,6 +193,12 @@ impl<'a> Passes<'a> {
         Ok(sums)
     }
 
+    /// [`Self::mean_gradients`] of one group.
+    fn mean_gradient(&mut self, theta: &[f64], docs: &[&[u32]]) -> Result<(f64, Vec<f64>)> {
+        let mut sums = self.mean_gradients(&[(theta, docs)])?;
+        Ok(sums.pop().expect("one group, one result"))
+    }
+
     /// Per-document gradient norms (and dots with `direction`) at `theta`, one pass per
     /// batch of documents; `done(n)` after each pass of n documents.
     fn sequence_gradients(
@@ -283,10 +289,7 @@ pub fn annotate(
                     stage: &str|
      -> Result<()> {
         let docs = batch_docs(t, seed);
-        let (loss, grad) = passes
-            .mean_gradients(&[(theta, &docs)])?
-            .pop()
-            .expect("one group");
+        let (loss, grad) = passes.mean_gradient(theta, &docs)?;
         if !loss.is_finite() || grad.iter().any(|g| !g.is_finite()) {
             return Err(ModelError::Config(format!(
                 "training diverged at {stage} step {t} (loss {loss}): lower the learning rate (lr = {lr})"
@@ -320,10 +323,7 @@ pub fn annotate(
 
     // 2. Co-state, segment by segment from the end, keeping lambda_{s+1} for each scored s.
     //    The passes of a step (the two points of H_t lambda and grad J) run at once.
-    let (_, mut lambda) = passes
-        .mean_gradients(&[(&theta_final, &target_refs)])?
-        .pop()
-        .expect("one group");
+    let (_, mut lambda) = passes.mean_gradient(&theta_final, &target_refs)?;
     let mut lambda_after: Vec<Vec<f64>> = vec![Vec::new(); scored.len()];
     for (j, &first) in scored.iter().enumerate().rev() {
         let end = (first + o.interval).min(o.steps);
@@ -342,21 +342,20 @@ pub fn annotate(
             let eps = 1e-3 * norm(theta_t).max(1.0);
             let (grad_j, hv) = match CentralDifference::new(theta_t, &lambda, eps) {
                 Some(diff) => {
-                    let mut g = passes.mean_gradients(&[
-                        (theta_t, &target_refs),
-                        (&diff.plus, &docs),
-                        (&diff.minus, &docs),
-                    ])?;
-                    let (minus, plus) = (g.pop().expect("3").1, g.pop().expect("3").1);
-                    (
-                        g.pop().expect("3").1,
-                        diff.hessian_vector_product(&plus, &minus),
-                    )
+                    let [(_, grad_j), (_, plus), (_, minus)] = passes
+                        .mean_gradients(&[
+                            (theta_t, &target_refs),
+                            (&diff.plus, &docs),
+                            (&diff.minus, &docs),
+                        ])?
+                        .try_into()
+                        .expect("three groups, three results");
+                    (grad_j, diff.hessian_vector_product(&plus, &minus))
                 }
-                None => {
-                    let g = passes.mean_gradients(&[(theta_t, &target_refs)])?;
-                    (g.into_iter().next().expect("1").1, vec![0.0; lambda.len()])
-                }
+                None => (
+                    passes.mean_gradient(theta_t, &target_refs)?.1,
+                    vec![0.0; lambda.len()],
+                ),
             };
             for ((l, gj), h) in lambda.iter_mut().zip(&grad_j).zip(&hv) {
                 *l += gj - o.lr * h;

@@ -7,9 +7,9 @@
 //! products. On the CPU this op reads each row of logits twice forward (maximum, then the sum
 //! of exponentials) and produces the gradient, `g (onehot(target) - softmax(row))`, in one more
 //! pass backward; in f32 the exponentials are the vectorised ones of [`crate::cpu_kernels`]
-//! (the library's scalar `expf` was a tenth of LQS annotation's time). Only first derivatives are defined, which is all that training and LQS use
-//! (Hessian-vector products are finite differences of gradients). Other devices use the
-//! composed ops.
+//! (the library's scalar `expf` was a tenth of LQS annotation's time). Only first derivatives
+//! are defined, which is all that training and LQS use (Hessian-vector products are finite
+//! differences of gradients). Other devices use the composed ops.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
