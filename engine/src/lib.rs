@@ -28,6 +28,7 @@ pub mod error;
 pub mod fold;
 pub mod functions;
 pub mod jsonl;
+pub mod local_files;
 pub mod lqs;
 pub mod object_stores;
 pub mod order_key;

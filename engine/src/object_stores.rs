@@ -18,13 +18,25 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
 use url::Url;
 
+use crate::local_files::MappedLocalFiles;
+
 /// Prefix of the per-statement S3 options.
 pub const AWS_OPTION_PREFIX: &str = "aws.";
 
-/// DataFusion's registry, plus S3 stores created the first time a bucket is used.
-#[derive(Debug, Default)]
+/// DataFusion's registry with local files read through memory maps ([`MappedLocalFiles`]),
+/// plus S3 stores created the first time a bucket is used.
+#[derive(Debug)]
 pub struct DeltObjectStoreRegistry {
     inner: DefaultObjectStoreRegistry,
+}
+
+impl Default for DeltObjectStoreRegistry {
+    fn default() -> Self {
+        let inner = DefaultObjectStoreRegistry::new();
+        let local = Url::parse("file://").expect("a valid URL");
+        inner.register_store(&local, Arc::new(MappedLocalFiles::default()));
+        Self { inner }
+    }
 }
 
 impl ObjectStoreRegistry for DeltObjectStoreRegistry {

@@ -504,8 +504,10 @@ impl OpenFile {
         self.rows += batch.num_rows() as u64;
         match &mut self.encoder {
             Encoder::Parquet(writer) => {
-                let bytes = writer.write(batch).await?;
-                self.put(bytes).await
+                for piece in writer.write(batch).await? {
+                    self.put(piece).await?;
+                }
+                Ok(())
             }
             Encoder::Text {
                 format,
@@ -536,14 +538,14 @@ impl OpenFile {
             let bytes = task
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))??;
-            self.put(bytes).await?;
+            self.put(Bytes::from(bytes)).await?;
         }
     }
 
-    async fn put(&mut self, bytes: Vec<u8>) -> Result<()> {
+    async fn put(&mut self, bytes: Bytes) -> Result<()> {
         if !bytes.is_empty() {
             self.upload
-                .put(Bytes::from(bytes))
+                .put(bytes)
                 .await
                 .map_err(DataFusionError::from)?;
         }
@@ -566,8 +568,9 @@ impl OpenFile {
         self.drain_text(0).await?;
         if let Encoder::Parquet(writer) = std::mem::replace(&mut self.encoder, Encoder::finished())
         {
-            let tail = writer.finish().await?;
-            self.put(tail).await?;
+            for piece in writer.finish().await? {
+                self.put(piece).await?;
+            }
         }
         self.upload
             .shutdown()

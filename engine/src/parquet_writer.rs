@@ -6,8 +6,10 @@
 //! next one fills, and finished row groups are appended to the file strictly in order.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
@@ -22,9 +24,12 @@ use tokio::task::JoinHandle;
 /// Row groups encoding at once; more would only hold more rows in memory.
 const IN_FLIGHT: usize = 2;
 
+/// Size of the pieces in which the file's bytes are handed out.
+const PIECE_BYTES: usize = 8 << 20;
+
 /// A Parquet file being encoded into memory, handed out as bytes as row groups complete.
 pub struct ParallelParquetWriter {
-    file: SerializedFileWriter<Vec<u8>>,
+    file: SerializedFileWriter<Pieces>,
     factory: Arc<ArrowRowGroupWriterFactory>,
     schema: SchemaRef,
     row_group_rows: usize,
@@ -41,8 +46,9 @@ impl ParallelParquetWriter {
             .max_row_group_row_count()
             .unwrap_or(1024 * 1024)
             .max(1);
-        let (file, factory) = ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(props))?
-            .into_serialized_writer()?;
+        let (file, factory) =
+            ArrowWriter::try_new(Pieces::default(), Arc::clone(&schema), Some(props))?
+                .into_serialized_writer()?;
         Ok(Self {
             file,
             factory: Arc::new(factory),
@@ -56,7 +62,7 @@ impl ParallelParquetWriter {
     }
 
     /// Adds rows; returns the file bytes completed so far (possibly none).
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<Vec<u8>> {
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<Vec<Bytes>> {
         let mut rest = batch.clone();
         while rest.num_rows() > 0 {
             let room = self.row_group_rows - self.filling_rows;
@@ -71,11 +77,11 @@ impl ParallelParquetWriter {
         while self.encoding.len() > IN_FLIGHT {
             self.append_oldest().await?;
         }
-        Ok(std::mem::take(self.file.inner_mut()))
+        Ok(self.file.inner_mut().take())
     }
 
     /// Encodes what is left and writes the footer; returns the last bytes of the file.
-    pub async fn finish(mut self) -> Result<Vec<u8>> {
+    pub async fn finish(mut self) -> Result<Vec<Bytes>> {
         if self.filling_rows > 0 {
             self.start_row_group();
         }
@@ -83,7 +89,7 @@ impl ParallelParquetWriter {
             self.append_oldest().await?;
         }
         self.file.finish()?;
-        Ok(std::mem::take(self.file.inner_mut()))
+        Ok(self.file.inner_mut().take())
     }
 
     fn start_row_group(&mut self) {
@@ -139,4 +145,75 @@ fn encode(
         .into_iter()
         .map(|w| w.close())
         .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The file's bytes in pieces of [`PIECE_BYTES`]: each is filled once and handed out whole.
+///
+/// One growing buffer per row group (100 MB and more) would be reallocated as it grows and be
+/// fresh memory each time, paid for in page faults; pieces this size come from the heap, which
+/// reuses those already written out.
+#[derive(Default)]
+struct Pieces {
+    full: Vec<Bytes>,
+    filling: Vec<u8>,
+}
+
+impl Pieces {
+    /// Everything written since the last call, in order.
+    fn take(&mut self) -> Vec<Bytes> {
+        if !self.filling.is_empty() {
+            self.full
+                .push(Bytes::from(std::mem::take(&mut self.filling)));
+        }
+        std::mem::take(&mut self.full)
+    }
+}
+
+impl Write for Pieces {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let written = buf.len();
+        while !buf.is_empty() {
+            if self.filling.capacity() == 0 {
+                self.filling = Vec::with_capacity(PIECE_BYTES);
+            }
+            let room = self.filling.capacity() - self.filling.len();
+            let (now, rest) = buf.split_at(room.min(buf.len()));
+            self.filling.extend_from_slice(now);
+            buf = rest;
+            if self.filling.len() == self.filling.capacity() {
+                self.full
+                    .push(Bytes::from(std::mem::take(&mut self.filling)));
+            }
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_hold_the_bytes_in_order() {
+        let data: Vec<u8> = (0..3 * PIECE_BYTES + 12_345)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let mut pieces = Pieces::default();
+        let mut got = Vec::new();
+        // Writes of awkward sizes, some across piece boundaries, taken out now and then.
+        for (n, chunk) in data.chunks(PIECE_BYTES / 3 + 17).enumerate() {
+            pieces.write_all(chunk).unwrap();
+            if n % 4 == 3 {
+                got.extend(pieces.take());
+            }
+        }
+        got.extend(pieces.take());
+        assert!(got.iter().all(|p| !p.is_empty() && p.len() <= PIECE_BYTES));
+        assert_eq!(got.concat(), data);
+        assert!(pieces.take().is_empty());
+    }
 }

@@ -69,6 +69,11 @@ pub fn batch(rows: &[Row]) -> RecordBatch {
 /// Writes `rows` as `files` Parquet files `part-N.parquet` under `dir`, in order, with small
 /// row groups so that files split into several scan ranges.
 pub fn write_parquet_files(dir: &Path, rows: &[Row], files: usize) {
+    write_parquet_row_groups(dir, rows, files, 4096);
+}
+
+/// [`write_parquet_files`] with row groups of `row_group_rows` rows.
+pub fn write_parquet_row_groups(dir: &Path, rows: &[Row], files: usize, row_group_rows: usize) {
     std::fs::create_dir_all(dir).unwrap();
     let per_file = rows.len().div_ceil(files.max(1)).max(1);
     let chunks: Vec<&[Row]> = if rows.is_empty() {
@@ -79,7 +84,7 @@ pub fn write_parquet_files(dir: &Path, rows: &[Row], files: usize) {
     for (i, chunk) in chunks.into_iter().enumerate() {
         let b = batch(chunk);
         let props = datafusion::parquet::file::properties::WriterProperties::builder()
-            .set_max_row_group_row_count(Some(4096))
+            .set_max_row_group_row_count(Some(row_group_rows))
             .build();
         let mut writer = ArrowWriter::try_new(
             File::create(dir.join(format!("part-{i}.parquet"))).unwrap(),

@@ -295,32 +295,46 @@ enum Format {
     Json,
 }
 
-/// Keeps memory that the process frees for its own reuse. candle allocates a fresh buffer for
-/// every tensor op; with glibc's defaults, buffers above 32 MB (the proxy LM's logits are
-/// 33.5 MB) are mapped from the kernel and unmapped on free, so each op zero-faults every page
-/// anew: a third of LQS annotation's CPU time was system time. Serving them from the heap and
-/// not trimming it cuts that to 3%, at the cost of the heap not shrinking until exit. Only
-/// for the training commands: `delt sql` grows large sort and fold buffers by reallocation,
-/// which the kernel does in place for a mapping but a heap must copy (the 10M-row fold
-/// benchmark ran 1.3x slower).
+/// How much of the memory that the process frees it keeps for its own reuse (glibc only).
+#[derive(Clone, Copy)]
+enum FreedMemory {
+    /// Every buffer from the heap, kept: candle allocates a fresh buffer for every tensor op,
+    /// and with glibc's defaults buffers above 32 MB (the proxy LM's logits are 33.5 MB) are
+    /// mapped from the kernel and unmapped on free, so each op zero-faulted every page anew:
+    /// a third of LQS annotation's CPU time was system time, and 3% with this.
+    All,
+    /// Buffers below 32 MB (glibc's largest threshold) from a heap that is never trimmed;
+    /// larger ones stay mappings, which the kernel grows in place where a heap must copy
+    /// (`delt sql` grows its Parquet row groups so; keeping all of them cost the 10M-row fold
+    /// 1.3x). By default glibc moves the threshold as the program runs and hands freed heap
+    /// back, so decoding and compressing pages kept faulting in fresh memory: 11% fewer
+    /// page faults and about 0.5 s off the 10M-row fold.
+    BelowMapThreshold,
+}
+
+/// Applies `policy` before any other thread starts; the heap then does not shrink until exit.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
+fn keep_freed_memory(policy: FreedMemory) {
     use std::ffi::c_int;
     // From glibc's <malloc.h>.
     const M_TRIM_THRESHOLD: c_int = -1;
+    const M_MMAP_THRESHOLD: c_int = -3;
     const M_MMAP_MAX: c_int = -4;
     unsafe extern "C" {
         fn mallopt(param: c_int, value: c_int) -> c_int;
     }
     // SAFETY: mallopt only sets allocator parameters; it runs before any other thread starts.
     unsafe {
-        mallopt(M_MMAP_MAX, 0);
+        match policy {
+            FreedMemory::All => mallopt(M_MMAP_MAX, 0),
+            FreedMemory::BelowMapThreshold => mallopt(M_MMAP_THRESHOLD, 32 << 20),
+        };
         mallopt(M_TRIM_THRESHOLD, c_int::MAX);
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
+fn keep_freed_memory(_policy: FreedMemory) {}
 
 /// LQS annotation runs one gradient pass per core itself (`delt_models::annotate`). candle
 /// would also spread each elementwise op over a pool of spinning threads of its own, which
@@ -342,9 +356,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    if matches!(cli.command, Command::Lqs { .. } | Command::Bench { .. }) {
-        keep_freed_memory();
-    }
+    keep_freed_memory(match cli.command {
+        Command::Lqs { .. } | Command::Bench { .. } => FreedMemory::All,
+        Command::Sql(_) | Command::Plugins { .. } => FreedMemory::BelowMapThreshold,
+    });
     if matches!(
         cli.command,
         Command::Lqs {
