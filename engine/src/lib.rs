@@ -23,6 +23,7 @@
 
 pub mod create_function;
 pub mod diagnose;
+pub mod dictionary;
 pub mod efficacy;
 pub mod error;
 pub mod fold;

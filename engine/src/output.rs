@@ -43,6 +43,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::dictionary::Dictionaries;
 use crate::error::{DeltError, Result};
 use crate::parquet_writer::ParallelParquetWriter;
 
@@ -105,7 +106,7 @@ pub struct CopyTarget {
 
 #[derive(Debug, Clone)]
 enum Format {
-    Parquet(WriterProperties),
+    Parquet(WriterProperties, Dictionaries),
     Json,
     Csv(CsvWriterOptions),
 }
@@ -113,7 +114,7 @@ enum Format {
 impl Format {
     fn extension(&self) -> &'static str {
         match self {
-            Self::Parquet(_) => "parquet",
+            Self::Parquet(..) => "parquet",
             Self::Json => "jsonl",
             Self::Csv(_) => "csv",
         }
@@ -145,7 +146,10 @@ impl CopyTarget {
                 // ArrowWriter embeds the Arrow schema itself; DataFusion's check for it would
                 // need the schema here.
                 table_options.parquet.global.skip_arrow_metadata = true;
-                Format::Parquet(WriterPropertiesBuilder::try_from(&table_options.parquet)?.build())
+                Format::Parquet(
+                    WriterPropertiesBuilder::try_from(&table_options.parquet)?.build(),
+                    Dictionaries::from_options(options.keys()),
+                )
             }
             "json" | "jsonl" => {
                 table_options.set_config_format(ConfigFileType::JSON);
@@ -476,10 +480,13 @@ impl OpenFile {
         schema: SchemaRef,
     ) -> Result<Self> {
         let encoder = match format {
-            Format::Parquet(props) => Encoder::Parquet(Box::new(ParallelParquetWriter::try_new(
-                Arc::clone(&schema),
-                props.clone(),
-            )?)),
+            Format::Parquet(props, dictionaries) => {
+                Encoder::Parquet(Box::new(ParallelParquetWriter::new(
+                    Arc::clone(&schema),
+                    props.clone(),
+                    dictionaries.clone(),
+                )))
+            }
             Format::Json => Encoder::Text {
                 format: TextFormat::Json,
                 encoding: VecDeque::new(),

@@ -21,6 +21,8 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::writer::SerializedFileWriter;
 use tokio::task::JoinHandle;
 
+use crate::dictionary::Dictionaries;
+
 /// Row groups encoding at once; more would only hold more rows in memory.
 const IN_FLIGHT: usize = 2;
 
@@ -29,8 +31,10 @@ const PIECE_BYTES: usize = 8 << 20;
 
 /// A Parquet file being encoded into memory, handed out as bytes as row groups complete.
 pub struct ParallelParquetWriter {
-    file: SerializedFileWriter<Pieces>,
-    factory: Arc<ArrowRowGroupWriterFactory>,
+    /// Opened when the first row group is cut: its values choose the dictionaries.
+    file: Option<OpenFile>,
+    props: WriterProperties,
+    dictionaries: Dictionaries,
     schema: SchemaRef,
     row_group_rows: usize,
     filling: Vec<RecordBatch>,
@@ -39,26 +43,31 @@ pub struct ParallelParquetWriter {
     started: usize,
 }
 
+/// The file writer and the row group encoders it hands out.
+struct OpenFile {
+    file: SerializedFileWriter<Pieces>,
+    factory: Arc<ArrowRowGroupWriterFactory>,
+}
+
 impl ParallelParquetWriter {
-    /// A writer of `schema` rows with `props` (row group size, compression, ...).
-    pub fn try_new(schema: SchemaRef, props: WriterProperties) -> Result<Self> {
+    /// A writer of `schema` rows with `props` (row group size, compression, ...), whose
+    /// dictionary encodings `dictionaries` chooses.
+    pub fn new(schema: SchemaRef, props: WriterProperties, dictionaries: Dictionaries) -> Self {
         let row_group_rows = props
             .max_row_group_row_count()
             .unwrap_or(1024 * 1024)
             .max(1);
-        let (file, factory) =
-            ArrowWriter::try_new(Pieces::default(), Arc::clone(&schema), Some(props))?
-                .into_serialized_writer()?;
-        Ok(Self {
-            file,
-            factory: Arc::new(factory),
+        Self {
+            file: None,
+            props,
+            dictionaries,
             schema,
             row_group_rows,
             filling: Vec::new(),
             filling_rows: 0,
             encoding: VecDeque::new(),
             started: 0,
-        })
+        }
     }
 
     /// Adds rows; returns the file bytes completed so far (possibly none).
@@ -71,40 +80,58 @@ impl ParallelParquetWriter {
             self.filling_rows += head.num_rows();
             self.filling.push(head);
             if self.filling_rows == self.row_group_rows {
-                self.start_row_group();
+                self.start_row_group()?;
             }
         }
         while self.encoding.len() > IN_FLIGHT {
             self.append_oldest().await?;
         }
-        Ok(self.file.inner_mut().take())
+        Ok(self.file.as_mut().map(OpenFile::take).unwrap_or_default())
     }
 
     /// Encodes what is left and writes the footer; returns the last bytes of the file.
     pub async fn finish(mut self) -> Result<Vec<Bytes>> {
         if self.filling_rows > 0 {
-            self.start_row_group();
+            self.start_row_group()?;
         }
         while !self.encoding.is_empty() {
             self.append_oldest().await?;
         }
-        self.file.finish()?;
-        Ok(self.file.inner_mut().take())
+        let mut file = match self.file.take() {
+            Some(file) => file,
+            None => self.open(&[])?,
+        };
+        file.file.finish()?;
+        Ok(file.take())
     }
 
-    fn start_row_group(&mut self) {
+    fn open(&self, first_rows: &[RecordBatch]) -> Result<OpenFile> {
+        let props = self
+            .dictionaries
+            .choose(self.props.clone(), &self.schema, first_rows);
+        let (file, factory) =
+            ArrowWriter::try_new(Pieces::default(), Arc::clone(&self.schema), Some(props))?
+                .into_serialized_writer()?;
+        Ok(OpenFile {
+            file,
+            factory: Arc::new(factory),
+        })
+    }
+
+    fn start_row_group(&mut self) -> Result<()> {
         let batches = std::mem::take(&mut self.filling);
         self.filling_rows = 0;
-        let (factory, schema, index) = (
-            Arc::clone(&self.factory),
-            Arc::clone(&self.schema),
-            self.started,
-        );
+        if self.file.is_none() {
+            self.file = Some(self.open(&batches)?);
+        }
+        let factory = Arc::clone(&self.file.as_ref().expect("opened above").factory);
+        let (schema, index) = (Arc::clone(&self.schema), self.started);
         self.started += 1;
         self.encoding
             .push_back(tokio::task::spawn_blocking(move || {
                 encode(&factory, &schema, index, &batches)
             }));
+        Ok(())
     }
 
     async fn append_oldest(&mut self) -> Result<()> {
@@ -114,12 +141,20 @@ impl ParallelParquetWriter {
         let chunks = task
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        let mut row_group = self.file.next_row_group()?;
+        let file = self.file.as_mut().expect("open while row groups encode");
+        let mut row_group = file.file.next_row_group()?;
         for chunk in chunks {
             chunk.append_to_row_group(&mut row_group)?;
         }
         row_group.close()?;
         Ok(())
+    }
+}
+
+impl OpenFile {
+    /// The file's bytes written since the last call.
+    fn take(&mut self) -> Vec<Bytes> {
+        self.file.inner_mut().take()
     }
 }
 
