@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -134,6 +135,8 @@ def main():
     parser.add_argument("--workdir", default="bench-data")
     parser.add_argument("--scaling", default="", help="comma-separated sizes for delt fold alone")
     parser.add_argument("--scaling-memory-limit", default="6G")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of every run; the table shows each run's median wall time")
     args = parser.parse_args()
     work = Path(args.workdir)
     work.mkdir(exist_ok=True)
@@ -145,28 +148,32 @@ def main():
         print(f"generating {args.rows:,} rows ...", file=sys.stderr)
         generate(data, args.rows, seed=1)
     outputs = {name: work / f"{name}.parquet" for name in ["delt_fold", "delt_sort", "duckdb", "polars"]}
-    results = []
-
-    def run(name, rows, cmd, env=None):
-        print(f"running {name} ...", file=sys.stderr)
-        wall, peak = measure(cmd, env)
-        results.append((name, rows, wall, peak))
-
-    run("delt fold", args.rows, delt_cmd(args.delt, threads,
-        f"COPY (SELECT * FROM '{data}' ORDER BY fold_order(score, {LAYERS})) TO '{outputs['delt_fold']}'"))
-    run("delt sort", args.rows, delt_cmd(args.delt, threads,
-        f"COPY (SELECT * FROM '{data}' ORDER BY score) TO '{outputs['delt_sort']}'"))
-    run("duckdb fold", args.rows, [python, "-c", DUCKDB, str(data), str(outputs["duckdb"]), threads])
-    run("polars fold", args.rows, [python, "-c", POLARS, str(data), str(outputs["polars"])],
-        env={"POLARS_MAX_THREADS": threads})
-
     ref_rows = min(args.reference_rows, args.rows)
     jsonl = work / f"input-{ref_rows}.jsonl"
     if not jsonl.exists():
         to_jsonl(data, jsonl, ref_rows)
-    run("reference (JSONL, Python)", ref_rows, [python, "-c", REFERENCE, str(jsonl), str(work / "reference.jsonl")])
-    run("delt fold JSONL", ref_rows, delt_cmd(args.delt, threads,
-        f"COPY (SELECT * FROM '{jsonl}' ORDER BY fold_order(score, {LAYERS})) TO '{work / 'delt.jsonl'}'"))
+    runs = [
+        ("delt fold", args.rows, delt_cmd(args.delt, threads,
+            f"COPY (SELECT * FROM '{data}' ORDER BY fold_order(score, {LAYERS})) TO '{outputs['delt_fold']}'"), None),
+        ("delt sort", args.rows, delt_cmd(args.delt, threads,
+            f"COPY (SELECT * FROM '{data}' ORDER BY score) TO '{outputs['delt_sort']}'"), None),
+        ("duckdb fold", args.rows, [python, "-c", DUCKDB, str(data), str(outputs["duckdb"]), threads], None),
+        ("polars fold", args.rows, [python, "-c", POLARS, str(data), str(outputs["polars"])],
+            {"POLARS_MAX_THREADS": threads}),
+        ("reference (JSONL, Python)", ref_rows,
+            [python, "-c", REFERENCE, str(jsonl), str(work / "reference.jsonl")], None),
+        ("delt fold JSONL", ref_rows, delt_cmd(args.delt, threads,
+            f"COPY (SELECT * FROM '{jsonl}' ORDER BY fold_order(score, {LAYERS})) TO '{work / 'delt.jsonl'}'"), None),
+    ]
+    # Round after round of every run, so that the machine's drift (a shared VM's speed moves
+    # by 10-30% over minutes) falls on all of them alike; each run's median counts.
+    samples = {name: [] for name, _, _, _ in runs}
+    for round_ in range(args.repeat):
+        for name, _, cmd, env in runs:
+            print(f"round {round_ + 1}/{args.repeat}: {name} ...", file=sys.stderr)
+            samples[name].append(measure(cmd, env))
+    results = [(name, rows, statistics.median(w for w, _ in samples[name]),
+                max(p for _, p in samples[name])) for name, rows, _, _ in runs]
 
     # The three folds must agree before their times mean anything.
     expected = ids(outputs["delt_fold"])
@@ -179,7 +186,8 @@ def main():
                 sys.exit("reference and delt JSONL folds differ")
 
     base = {name: wall for name, _, wall, _ in results}
-    print(f"\nfold of N = {args.rows:,} rows (L = {LAYERS}), {args.threads} threads; all folds checked equal\n")
+    print(f"\nfold of N = {args.rows:,} rows (L = {LAYERS}), {args.threads} threads, median of {args.repeat} rounds; "
+          "all folds checked equal\n")
     print("| run | rows | wall s | peak MiB | delt fold is x faster |")
     print("|---|---:|---:|---:|---:|")
     for name, rows, wall, peak in results:

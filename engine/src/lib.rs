@@ -23,8 +23,8 @@
 
 pub mod create_function;
 pub mod diagnose;
-pub mod dictionary;
 pub mod efficacy;
+pub mod encodings;
 pub mod error;
 pub mod fold;
 pub mod functions;

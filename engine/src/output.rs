@@ -43,7 +43,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::dictionary::Dictionaries;
+use crate::encodings::EncodingChoices;
 use crate::error::{DeltError, Result};
 use crate::parquet_writer::ParallelParquetWriter;
 
@@ -106,7 +106,7 @@ pub struct CopyTarget {
 
 #[derive(Debug, Clone)]
 enum Format {
-    Parquet(WriterProperties, Dictionaries),
+    Parquet(Box<WriterProperties>, EncodingChoices),
     Json,
     Csv(CsvWriterOptions),
 }
@@ -147,8 +147,8 @@ impl CopyTarget {
                 // need the schema here.
                 table_options.parquet.global.skip_arrow_metadata = true;
                 Format::Parquet(
-                    WriterPropertiesBuilder::try_from(&table_options.parquet)?.build(),
-                    Dictionaries::from_options(options.keys()),
+                    Box::new(WriterPropertiesBuilder::try_from(&table_options.parquet)?.build()),
+                    EncodingChoices::from_options(options.keys()),
                 )
             }
             "json" | "jsonl" => {
@@ -480,11 +480,11 @@ impl OpenFile {
         schema: SchemaRef,
     ) -> Result<Self> {
         let encoder = match format {
-            Format::Parquet(props, dictionaries) => {
+            Format::Parquet(props, encodings) => {
                 Encoder::Parquet(Box::new(ParallelParquetWriter::new(
                     Arc::clone(&schema),
-                    props.clone(),
-                    dictionaries.clone(),
+                    props.as_ref().clone(),
+                    encodings.clone(),
                 )))
             }
             Format::Json => Encoder::Text {

@@ -21,7 +21,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::writer::SerializedFileWriter;
 use tokio::task::JoinHandle;
 
-use crate::dictionary::Dictionaries;
+use crate::encodings::EncodingChoices;
 
 /// Row groups encoding at once; more would only hold more rows in memory.
 const IN_FLIGHT: usize = 2;
@@ -31,10 +31,10 @@ const PIECE_BYTES: usize = 8 << 20;
 
 /// A Parquet file being encoded into memory, handed out as bytes as row groups complete.
 pub struct ParallelParquetWriter {
-    /// Opened when the first row group is cut: its values choose the dictionaries.
+    /// Opened when the first row group is cut: its values choose some encodings.
     file: Option<OpenFile>,
     props: WriterProperties,
-    dictionaries: Dictionaries,
+    encodings: EncodingChoices,
     schema: SchemaRef,
     row_group_rows: usize,
     filling: Vec<RecordBatch>,
@@ -50,9 +50,9 @@ struct OpenFile {
 }
 
 impl ParallelParquetWriter {
-    /// A writer of `schema` rows with `props` (row group size, compression, ...), whose
-    /// dictionary encodings `dictionaries` chooses.
-    pub fn new(schema: SchemaRef, props: WriterProperties, dictionaries: Dictionaries) -> Self {
+    /// A writer of `schema` rows with `props` (row group size, compression, ...), some of
+    /// whose column encodings `encodings` chooses from the data.
+    pub fn new(schema: SchemaRef, props: WriterProperties, encodings: EncodingChoices) -> Self {
         let row_group_rows = props
             .max_row_group_row_count()
             .unwrap_or(1024 * 1024)
@@ -60,7 +60,7 @@ impl ParallelParquetWriter {
         Self {
             file: None,
             props,
-            dictionaries,
+            encodings,
             schema,
             row_group_rows,
             filling: Vec::new(),
@@ -107,7 +107,7 @@ impl ParallelParquetWriter {
 
     fn open(&self, first_rows: &[RecordBatch]) -> Result<OpenFile> {
         let props = self
-            .dictionaries
+            .encodings
             .choose(self.props.clone(), &self.schema, first_rows);
         let (file, factory) =
             ArrowWriter::try_new(Pieces::default(), Arc::clone(&self.schema), Some(props))?
