@@ -10,6 +10,8 @@ Generates N rows (id, score with ties, 50-300 bytes of random text) as Parquet, 
   reference      the reference DELT way at --reference-rows: JSONL into Python memory, sort, write JSONL
   delt jsonl     delt's fold on that same JSONL, JSONL -> JSONL
 Each run is a separate process; wall time and peak memory (max RSS) are measured around it.
+The runs go in rounds (--repeat, 3 by default), each round every run once, and the table
+shows each run's median wall time and its largest peak.
 All use --threads threads and Parquet compressed with zstd level 1 (delt's default). The
 outputs of the three folds are checked to be the same order before any figure is printed.
 
