@@ -32,7 +32,7 @@ const PIECE_BYTES: usize = 8 << 20;
 /// A Parquet file being encoded into memory, handed out as bytes as row groups complete.
 pub struct ParallelParquetWriter {
     /// Opened when the first row group is cut: its values choose some encodings.
-    file: Option<OpenFile>,
+    file: Option<OpenParquet>,
     props: WriterProperties,
     encodings: EncodingChoices,
     schema: SchemaRef,
@@ -44,7 +44,7 @@ pub struct ParallelParquetWriter {
 }
 
 /// The file writer and the row group encoders it hands out.
-struct OpenFile {
+struct OpenParquet {
     file: SerializedFileWriter<Pieces>,
     factory: Arc<ArrowRowGroupWriterFactory>,
 }
@@ -86,7 +86,11 @@ impl ParallelParquetWriter {
         while self.encoding.len() > IN_FLIGHT {
             self.append_oldest().await?;
         }
-        Ok(self.file.as_mut().map(OpenFile::take).unwrap_or_default())
+        Ok(self
+            .file
+            .as_mut()
+            .map(OpenParquet::take)
+            .unwrap_or_default())
     }
 
     /// Encodes what is left and writes the footer; returns the last bytes of the file.
@@ -105,14 +109,14 @@ impl ParallelParquetWriter {
         Ok(file.take())
     }
 
-    fn open(&self, first_rows: &[RecordBatch]) -> Result<OpenFile> {
+    fn open(&self, first_rows: &[RecordBatch]) -> Result<OpenParquet> {
         let props = self
             .encodings
             .choose(self.props.clone(), &self.schema, first_rows);
         let (file, factory) =
             ArrowWriter::try_new(Pieces::default(), Arc::clone(&self.schema), Some(props))?
                 .into_serialized_writer()?;
-        Ok(OpenFile {
+        Ok(OpenParquet {
             file,
             factory: Arc::new(factory),
         })
@@ -151,7 +155,7 @@ impl ParallelParquetWriter {
     }
 }
 
-impl OpenFile {
+impl OpenParquet {
     /// The file's bytes written since the last call.
     fn take(&mut self) -> Vec<Bytes> {
         self.file.inner_mut().take()
