@@ -220,7 +220,7 @@ impl CopyTarget {
             self.url.prefix().clone(),
             &self.format,
             stream.schema(),
-        )?;
+        );
         let outcome = async {
             while let Some(batch) = stream.try_next().await? {
                 file.write(&batch).await?;
@@ -285,7 +285,7 @@ impl CopyTarget {
                 while batch.num_rows() > 0 {
                     let file = match &mut open {
                         Some(file) => file,
-                        None => open.insert(new_shard(shards.len())?),
+                        None => open.insert(new_shard(shards.len())),
                     };
                     let room = self.rows_per_shard - file.rows as usize;
                     let head = batch.slice(0, room.min(batch.num_rows()));
@@ -301,7 +301,7 @@ impl CopyTarget {
             }
             // An empty result still gets one (empty) shard, so the schema survives.
             if open.is_none() && shards.is_empty() {
-                open = Some(new_shard(0)?);
+                open = Some(new_shard(0));
             }
             if let Some(file) = open.take() {
                 let path = file.path.clone();
@@ -473,12 +473,7 @@ fn encode_text(format: &TextFormat, batch: &RecordBatch, header: bool) -> DfResu
 }
 
 impl OpenFile {
-    fn create(
-        store: Arc<dyn ObjectStore>,
-        path: Path,
-        format: &Format,
-        schema: SchemaRef,
-    ) -> Result<Self> {
+    fn create(store: Arc<dyn ObjectStore>, path: Path, format: &Format, schema: SchemaRef) -> Self {
         let encoder = match format {
             Format::Parquet(props, encodings) => {
                 Encoder::Parquet(Box::new(ParallelParquetWriter::new(
@@ -498,13 +493,13 @@ impl OpenFile {
                 header_done: false,
             },
         };
-        Ok(Self {
+        Self {
             upload: BufWriter::new(store, path.clone()),
             path,
             schema,
             encoder,
             rows: 0,
-        })
+        }
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
