@@ -2,10 +2,12 @@
 //!
 //! `ORDER BY fold_order(score, L)` sorts rows by score (ties in input order) and emits
 //! `sorted[0::L] ++ sorted[1::L] ++ ... ++ sorted[L-1::L]`: L passes over the score range.
-//! [`FoldExec`] asks DataFusion for its input sorted by `(score, position)` (one parallel,
-//! spilling sort) and deals row `i` of that stream to layer `i % L`. Layer 0 streams straight
-//! out; the sorted batches wait in a [`BufferSet`](crate::spill::BufferSet), which spills to
-//! disk under memory pressure, and the other layers are picked out of them in order.
+//! Under a memory limit, [`FoldExec`] asks DataFusion for its input sorted by
+//! `(score, position)` (one spilling sort) and deals row `i` of that stream to layer `i % L`.
+//! Layer 0 streams straight out; the sorted batches wait in a
+//! [`BufferSet`](crate::spill::BufferSet), which spills to disk under memory pressure, and the
+//! other layers are picked out of them in order. Without a limit it sorts only the keys and
+//! gathers the rows of each layer ([`crate::fold_in_memory`]); both give the same output.
 //!
 //! Rows whose score is NULL are not folded: they come after all layers, in input order.
 
@@ -33,6 +35,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use crate::fold_in_memory::fold_in_memory;
 use crate::spill::{BufferSet, FrozenBuffers};
 use crate::stage::stage_output;
 
@@ -72,13 +75,25 @@ impl fmt::Display for FoldMode {
     }
 }
 
-/// Physical fold: input sorted by its order key in one partition, rows dealt to layers.
+/// How a [`FoldExec`] puts its rows in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoldStrategy {
+    /// DataFusion sorts the rows into one stream, spilling under a memory limit; the fold
+    /// deals them out, holding later layers in a spilling buffer.
+    SortedStream,
+    /// The fold holds every row, sorts the keys alone and gathers each layer: one copy per
+    /// row, nothing spilled. For sessions without a memory limit.
+    InMemory,
+}
+
+/// Physical fold: rows dealt to layers by their order key.
 #[derive(Debug)]
 pub struct FoldExec {
     /// An [`OrderKeyExec`](crate::order_key::OrderKeyExec): the rows and their key, last.
     input: Arc<dyn ExecutionPlan>,
     layers: usize,
     mode: FoldMode,
+    strategy: FoldStrategy,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -86,12 +101,18 @@ pub struct FoldExec {
 
 impl FoldExec {
     /// Folds `input`: an [`OrderKeyExec`](crate::order_key::OrderKeyExec), rows and key.
-    pub fn new(input: Arc<dyn ExecutionPlan>, layers: usize, mode: FoldMode) -> Self {
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        layers: usize,
+        mode: FoldMode,
+        strategy: FoldStrategy,
+    ) -> Self {
         let (schema, properties) = stage_output(&input.schema());
         Self {
             input,
             layers,
             mode,
+            strategy,
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -105,7 +126,15 @@ impl FoldExec {
 
 impl DisplayAs for FoldExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "FoldExec: layers={}, mode={}", self.layers, self.mode)
+        let strategy = match self.strategy {
+            FoldStrategy::SortedStream => "sorted stream",
+            FoldStrategy::InMemory => "in memory",
+        };
+        write!(
+            f,
+            "FoldExec: layers={}, mode={}, strategy={strategy}",
+            self.layers, self.mode
+        )
     }
 }
 
@@ -123,10 +152,21 @@ impl ExecutionPlan for FoldExec {
     }
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
+        match self.strategy {
+            FoldStrategy::SortedStream => vec![Distribution::SinglePartition],
+            FoldStrategy::InMemory => vec![Distribution::UnspecifiedDistribution],
+        }
+    }
+
+    // Positions in the keys record the input's partition layout.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        if self.strategy == FoldStrategy::InMemory {
+            return vec![None];
+        }
         let schema = self.input.schema();
         let key = self.key_index();
         let requirement = LexRequirement::new([PhysicalSortRequirement::new(
@@ -163,6 +203,7 @@ impl ExecutionPlan for FoldExec {
             children.swap_remove(0),
             self.layers,
             self.mode,
+            self.strategy,
         )))
     }
 
@@ -186,6 +227,17 @@ impl ExecutionPlan for FoldExec {
                 "FoldExec has one partition, asked for {partition}"
             );
         }
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        if self.strategy == FoldStrategy::InMemory {
+            return fold_in_memory(
+                &self.input,
+                self.layers,
+                self.mode,
+                Arc::clone(&self.schema),
+                context,
+                baseline,
+            );
+        }
         let mut sorted = self.input.execute(0, Arc::clone(&context))?;
         let mut folder = Folder {
             layers: self.layers,
@@ -202,7 +254,6 @@ impl ExecutionPlan for FoldExec {
                 SpillMetrics::new(&self.metrics, partition),
             ),
         };
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let stream = async_try_stream(move |mut tx| async move {
             while let Some(batch) = sorted.next().await {
                 let first_layer = folder.hold(batch?)?;

@@ -27,6 +27,7 @@ pub mod efficacy;
 pub mod encodings;
 pub mod error;
 pub mod fold;
+pub mod fold_in_memory;
 pub mod functions;
 pub mod jsonl;
 pub mod local_files;

@@ -1,10 +1,12 @@
-//! Local files, with byte ranges read through a memory map.
+//! Local files, read through memory maps.
 //!
 //! Parquet readers ask for whole column chunks at once (a text column of a 1M-row row group is
 //! over 100 MB). `object_store`'s local store reads each range into a fresh zeroed buffer:
 //! new memory that the kernel must fault in and zero, then a copy out of the page cache. A
-//! map of the file serves the same bytes from the page cache itself. Everything else
-//! (listing, metadata, writing, renaming) is the local store's own.
+//! map of the file serves the same bytes from the page cache itself. Streamed reads (JSON
+//! lines, CSV) get the same: the local store streams a file as 8 KiB reads, each on a
+//! blocking task; here they come as maps of [`STREAM_CHUNK`] bytes, each unmapped once
+//! consumed. Everything else (listing, metadata, writing, renaming) is the local store's own.
 
 use std::fmt;
 use std::fs::File;
@@ -13,12 +15,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
 /// The local file system, reading ranges through memory maps.
@@ -31,6 +34,40 @@ impl fmt::Display for MappedLocalFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MappedLocalFiles({})", self.inner)
     }
+}
+
+/// Bytes per piece of a streamed read.
+pub const STREAM_CHUNK: u64 = 4 << 20;
+
+/// `len` bytes of `file` from `offset`, mapped (`len` > 0).
+fn map_range(file: &File, offset: u64, len: u64) -> std::io::Result<Bytes> {
+    // SAFETY: the map is read-only and private to this process. Like every reader that maps
+    // its input (DuckDB, Polars), a file truncated by another process while it is read faults
+    // the reader: input files must not be rewritten in place during a query.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len as usize)
+            .map(file)?
+    };
+    Ok(Bytes::from_owner(map))
+}
+
+/// `range` of `file` as a stream of mapped pieces of at most [`STREAM_CHUNK`] bytes.
+fn mapped_stream(
+    file: File,
+    path: std::path::PathBuf,
+    range: Range<u64>,
+) -> BoxStream<'static, Result<Bytes>> {
+    let pieces = (range.start..range.end).step_by(STREAM_CHUNK as usize);
+    futures::stream::iter(pieces.map(move |start| {
+        let len = STREAM_CHUNK.min(range.end - start);
+        map_range(&file, start, len).map_err(|source| object_store::Error::Generic {
+            store: "MappedLocalFiles",
+            source: format!("cannot read {}: {source}", path.display()).into(),
+        })
+    }))
+    .boxed()
 }
 
 /// `ranges` of the file at `path`, sharing one map of the file.
@@ -49,11 +86,7 @@ fn read_mapped(path: &std::path::Path, ranges: &[Range<u64>]) -> std::io::Result
     if size == 0 {
         return Ok(ranges.iter().map(|_| Bytes::new()).collect());
     }
-    // SAFETY: the map is read-only and private to this process. Like every reader that maps
-    // its input (DuckDB, Polars), a file truncated by another process while it is read faults
-    // the reader: input files must not be rewritten in place during a query.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
-    let file = Bytes::from_owner(map);
+    let file = map_range(&file, 0, size)?;
     Ok(ranges
         .iter()
         .map(|r| file.slice(r.start as usize..r.end as usize))
@@ -96,7 +129,20 @@ impl ObjectStore for MappedLocalFiles {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.inner.get_opts(location, options).await
+        // A whole file stays a file: readers of one (schema inference reads its first records)
+        // take what they need from it, where they would collect a stream.
+        let ranged = options.range.is_some();
+        let mut result = self.inner.get_opts(location, options).await?;
+        if ranged {
+            let empty = GetResultPayload::Stream(futures::stream::empty().boxed());
+            if let GetResultPayload::File(file, path) =
+                std::mem::replace(&mut result.payload, empty)
+            {
+                result.payload =
+                    GetResultPayload::Stream(mapped_stream(file, path, result.range.clone()));
+            }
+        }
+        Ok(result)
     }
 
     fn delete_stream(
@@ -186,5 +232,35 @@ mod tests {
             .await
             .unwrap();
         assert!(got.iter().all(Bytes::is_empty));
+    }
+
+    #[tokio::test]
+    async fn ranged_gets_stream_mapped_pieces_and_whole_files_stay_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lines.jsonl");
+        let size = 2 * STREAM_CHUNK as usize + 1234;
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 241) as u8).collect();
+        std::fs::write(&file, &data).unwrap();
+        let store = MappedLocalFiles::default();
+        let range = 4097..size as u64 - 10;
+        let options = GetOptions {
+            range: Some(range.clone().into()),
+            ..Default::default()
+        };
+        let got = store.get_opts(&store_path(&file), options).await.unwrap();
+        assert!(matches!(got.payload, GetResultPayload::Stream(_)));
+        let pieces: Vec<Bytes> = got.into_stream().map(|p| p.unwrap()).collect().await;
+        let expected_pieces = (range.end - range.start).div_ceil(STREAM_CHUNK) as usize;
+        assert_eq!(pieces.len(), expected_pieces);
+        assert!(pieces.iter().all(|p| p.len() as u64 <= STREAM_CHUNK));
+        assert_eq!(
+            pieces.concat(),
+            &data[range.start as usize..range.end as usize]
+        );
+        let whole = store
+            .get_opts(&store_path(&file), GetOptions::default())
+            .await
+            .unwrap();
+        assert!(matches!(whole.payload, GetResultPayload::File(..)));
     }
 }

@@ -35,7 +35,8 @@ use futures::StreamExt;
 pub const KEY_COLUMN: &str = "__delt_key";
 
 /// Rows per partition that a position can address (2^40, about 10^12); 2^23 partitions.
-const ROW_BITS: u32 = 40;
+/// A key's low `ROW_BITS` bits are the row's index in its partition.
+pub const ROW_BITS: u32 = 40;
 
 /// Replaces the score column by [`KEY_COLUMN`], appended last: the order of the row by
 /// (score, input position). A key is negative exactly when the row has a score.

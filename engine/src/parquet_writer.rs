@@ -4,6 +4,11 @@
 //! one stream, so a plain `ArrowWriter` would run on one core while the others wait. Here rows
 //! are cut into row groups; each row group is encoded on a blocking worker thread while the
 //! next one fills, and finished row groups are appended to the file strictly in order.
+//!
+//! The file's bytes depend on its rows and properties only, not on how the rows arrived in
+//! batches (their sizes differ with the batch size, the memory limit and the plan): a column
+//! writer decides where pages end chunk by chunk, counting chunks from the start of each
+//! write, so each column of a row group goes to its writer in one write.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -11,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -162,7 +168,7 @@ impl OpenParquet {
     }
 }
 
-/// Encodes one row group's batches into column chunks.
+/// Encodes one row group's batches into column chunks, each column in one write.
 fn encode(
     factory: &ArrowRowGroupWriterFactory,
     schema: &SchemaRef,
@@ -170,14 +176,16 @@ fn encode(
     batches: &[RecordBatch],
 ) -> Result<Vec<ArrowColumnChunk>> {
     let mut writers = factory.create_column_writers(index)?;
-    for batch in batches {
-        let mut next = writers.iter_mut();
-        for (field, column) in schema.fields().iter().zip(batch.columns()) {
-            for leaf in compute_leaves(field, column)? {
-                next.next()
-                    .expect("one writer per leaf column")
-                    .write(&leaf)?;
-            }
+    let rows = match batches {
+        [batch] => batch.clone(),
+        _ => concat_batches(schema, batches)?,
+    };
+    let mut next = writers.iter_mut();
+    for (field, column) in schema.fields().iter().zip(rows.columns()) {
+        for leaf in compute_leaves(field, column)? {
+            next.next()
+                .expect("one writer per leaf column")
+                .write(&leaf)?;
         }
     }
     Ok(writers
@@ -234,7 +242,66 @@ impl Write for Pieces {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::arrow::array::{Array, Int64Array, ListArray, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
     use super::*;
+
+    /// The file of `rows` written in batches of the given sizes, pages of at most 2 KB.
+    async fn file_in_batches(rows: &RecordBatch, sizes: &[usize]) -> Vec<u8> {
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(10_000))
+            .set_data_page_size_limit(2048)
+            .set_write_batch_size(100)
+            .build();
+        let mut writer = ParallelParquetWriter::new(
+            rows.schema(),
+            props,
+            EncodingChoices::from_options(&Vec::<String>::new()),
+        );
+        let mut bytes = Vec::new();
+        let (mut start, mut next) = (0, sizes.iter().cycle());
+        while start < rows.num_rows() {
+            let n = (*next.next().unwrap()).min(rows.num_rows() - start);
+            bytes.extend(writer.write(&rows.slice(start, n)).await.unwrap());
+            start += n;
+        }
+        bytes.extend(writer.finish().await.unwrap());
+        bytes.concat()
+    }
+
+    #[tokio::test]
+    async fn bytes_do_not_depend_on_batch_sizes() {
+        let n = 25_003;
+        let ids = Int64Array::from_iter_values(0..n as i64);
+        let texts = StringArray::from_iter_values((0..n).map(|i| "x".repeat(i * 7919 % 300)));
+        let lists = ListArray::from_iter_primitive::<Int64Type, _, _>(
+            (0..n).map(|i| Some((0..(i % 5) as i64).map(Some).collect::<Vec<_>>())),
+        );
+        let flat = RecordBatch::try_from_iter([
+            ("id", Arc::new(ids) as _),
+            ("text", Arc::new(texts) as _),
+        ])
+        .unwrap();
+        let nested = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("list", lists.data_type().clone(), true),
+            ])),
+            vec![flat.column(0).clone(), Arc::new(lists)],
+        )
+        .unwrap();
+        for rows in [flat, nested] {
+            let whole = file_in_batches(&rows, &[n]).await;
+            for sizes in [&[8192][..], &[1, 99, 1000, 7, 4321], &[333]] {
+                assert!(
+                    file_in_batches(&rows, sizes).await == whole,
+                    "{:?} in batches of {sizes:?}",
+                    rows.schema()
+                );
+            }
+        }
+    }
 
     #[test]
     fn pieces_hold_the_bytes_in_order() {

@@ -6,12 +6,13 @@ use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::error::Result;
 use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
-use crate::fold::{FoldExec, FoldMode};
+use crate::fold::{FoldExec, FoldMode, FoldStrategy};
 use crate::order_key::OrderKeyExec;
 use crate::select::SelectExec;
 use crate::stage::{Stage, StageNode};
@@ -45,7 +46,7 @@ impl ExtensionPlanner for DeltExtensionPlanner {
         node: &dyn UserDefinedLogicalNode,
         _logical_inputs: &[&LogicalPlan],
         physical_inputs: &[Arc<dyn ExecutionPlan>],
-        _session: &dyn Session,
+        session: &dyn Session,
         _planning_ctx: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let Some(node) = node.as_any().downcast_ref::<StageNode>() else {
@@ -60,7 +61,12 @@ impl ExtensionPlanner for DeltExtensionPlanner {
                     score,
                     mode == FoldMode::Descending,
                 ));
-                Arc::new(FoldExec::new(keyed, layers, mode))
+                // Without a memory limit nothing spills: the fold may hold every row.
+                let strategy = match session.runtime_env().memory_pool.memory_limit() {
+                    MemoryLimit::Infinite => FoldStrategy::InMemory,
+                    MemoryLimit::Finite(_) | MemoryLimit::Unknown => FoldStrategy::SortedStream,
+                };
+                Arc::new(FoldExec::new(keyed, layers, mode, strategy))
             }
             Stage::Select(selection) => Arc::new(SelectExec::new(input, selection)),
         }))

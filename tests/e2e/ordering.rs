@@ -2,37 +2,67 @@
 
 use crate::common::*;
 
-/// Many small cases in one delt run: every N, L and mode, Parquet in several files.
+/// Many small cases in one delt run per fold strategy: every N, L and mode, Parquet in several
+/// files; without a memory limit (rows held, keys sorted) and with one (a spilling sort).
 #[test]
 fn fold_matches_reference_for_every_size_layer_count_and_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let mut statements = Vec::new();
-    let mut expected = Vec::new();
-    for (case, &(n, files)) in [(0, 1), (1, 1), (2, 2), (7, 3), (50, 2), (1000, 3)]
-        .iter()
-        .enumerate()
-    {
-        let rows = rows(n, case as u64, true);
-        let input = dir.path().join(format!("in{case}"));
-        write_parquet_files(&input, &rows, files);
-        statements.push(format!(
-            "CREATE EXTERNAL TABLE t{case} STORED AS PARQUET LOCATION '{}/'",
-            input.display()
-        ));
-        for layers in [1, 2, 3, 5] {
-            for mode in ["asc", "desc", "zigzag"] {
-                let out = p(dir.path(), &format!("out-{case}-{layers}-{mode}.parquet"));
-                statements.push(format!(
-                    "COPY (SELECT * FROM t{case} ORDER BY fold_order(score, {layers}, '{mode}')) TO '{out}'"
-                ));
-                expected.push((out, reference_fold(&rows, layers, mode)));
+    for (strategy, limit) in [("in-memory", None), ("sorted", Some("1G"))] {
+        let mut statements = Vec::new();
+        let mut expected = Vec::new();
+        for (case, &(n, files)) in [(0, 1), (1, 1), (2, 2), (7, 3), (50, 2), (1000, 3)]
+            .iter()
+            .enumerate()
+        {
+            let rows = rows(n, case as u64, true);
+            let input = dir.path().join(format!("in{case}"));
+            write_parquet_files(&input, &rows, files);
+            statements.push(format!(
+                "CREATE EXTERNAL TABLE t{case} STORED AS PARQUET LOCATION '{}/'",
+                input.display()
+            ));
+            for layers in [1, 2, 3, 5] {
+                for mode in ["asc", "desc", "zigzag"] {
+                    let out = p(
+                        dir.path(),
+                        &format!("{strategy}-{case}-{layers}-{mode}.parquet"),
+                    );
+                    statements.push(format!(
+                        "COPY (SELECT * FROM t{case} ORDER BY fold_order(score, {layers}, '{mode}')) TO '{out}'"
+                    ));
+                    expected.push((out, reference_fold(&rows, layers, mode)));
+                }
             }
         }
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        let mut args = vec!["--threads", "2", "--batch-size", "64"];
+        args.extend(limit.iter().flat_map(|l| ["--memory-limit", *l]));
+        run_sql(&statements, &args);
+        for (out, want) in expected {
+            assert_eq!(ids(out.as_ref()), want, "{out}");
+        }
     }
-    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
-    run_sql(&statements, &["--threads", "2", "--batch-size", "64"]);
-    for (out, want) in expected {
-        assert_eq!(ids(out.as_ref()), want, "{out}");
+}
+
+/// A fold costs one sort: of the keys alone without a memory limit, of the rows under one.
+#[test]
+fn fold_plans_one_sort() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet_files(&dir.path().join("in"), &rows(100, 1, true), 2);
+    let query = format!(
+        "EXPLAIN SELECT * FROM '{}' ORDER BY fold_order(score, 3)",
+        p(dir.path(), "in/")
+    );
+    for (limit, strategy, sorts) in [
+        (None, "strategy=in memory", 0),
+        (Some("1G"), "strategy=sorted stream", 1),
+    ] {
+        let mut args = vec!["--threads", "2"];
+        args.extend(limit.iter().flat_map(|l| ["--memory-limit", *l]));
+        let plan = run_sql(&[&query], &args);
+        let plan = String::from_utf8_lossy(&plan.stdout);
+        assert!(plan.contains(strategy), "{plan}");
+        assert_eq!(plan.matches("SortExec").count(), sorts, "{plan}");
     }
 }
 
