@@ -8,6 +8,7 @@ Generates N rows (id, score with ties, 50-300 bytes of random text) as Parquet, 
   duckdb fold    row_number() window + ORDER BY (the usual SQL way to fold)
   polars fold    stable sort + row index, layers gathered with gather_every
   reference      the reference DELT way at --reference-rows: JSONL into Python memory, sort, write JSONL
+                 (the steps of the reference repository's ordering script)
   delt jsonl     delt's fold on that same JSONL, JSONL -> JSONL
 Each run is a separate process; wall time and peak memory (max RSS) are measured around it.
 The runs go in rounds (--repeat, 3 by default), each round every run once, and the table
@@ -17,8 +18,9 @@ outputs of the three folds are checked to be the same order before any figure is
 
 With --scaling N1,N2,... it also times delt fold alone at each size.
 
-Needs: a release build of delt, and duckdb, polars, pyarrow, numpy:
-  cargo build --release
+Needs delt built as the README builds it (the dev profile compiles dependencies optimized),
+and duckdb, polars, pyarrow, numpy:
+  cargo build
   python3 -m venv .venv-bench && .venv-bench/bin/pip install duckdb polars pyarrow numpy
   .venv-bench/bin/python examples/bench_order.py --rows 10000000
 """
@@ -104,14 +106,20 @@ df = pl.read_parquet(src).sort("score", maintain_order=True)
 pl.concat([df.gather_every(3, offset=l) for l in range(3)]).write_parquet(dst, compression="zstd", compression_level=1)
 """
 
+# The reference DELT repository's ordering step (microsoft/DELT: utils.load_jsonl,
+# data_ordering/folding.order, utils.write_jsonl), step for step: every line parsed into a dict,
+# a sort keyed on the score (missing scores lowest), each layer picked by a pass over all rows,
+# every row dumped back. Only its script wrapper and imports are left out.
 REFERENCE = """
 import json, sys
-src, dst = sys.argv[1], sys.argv[2]
-with open(src) as f:
-    data = [json.loads(line) for line in f]
-data = sorted(data, key=lambda x: x["score"])
-folded = [row for l in range(3) for row in data[l::3]]
-with open(dst, "w") as f:
+src, dst, layers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(src, "r", encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+ranked = sorted(rows, key=lambda row: row.get("score", float("-inf")))
+folded = []
+for layer in range(layers):
+    folded.extend([ranked[i] for i in range(len(ranked)) if i % layers == layer])
+with open(dst, "w", encoding="utf-8") as f:
     for row in folded:
         f.write(json.dumps(row) + "\\n")
 """
@@ -154,35 +162,45 @@ def main():
     jsonl = work / f"input-{ref_rows}.jsonl"
     if not jsonl.exists():
         to_jsonl(data, jsonl, ref_rows)
+    jsonl_outputs = {"reference": work / "reference.jsonl", "delt": work / "delt.jsonl"}
+    # (name, rows, command, environment, output file)
     runs = [
         ("delt fold", args.rows, delt_cmd(args.delt, threads,
-            f"COPY (SELECT * FROM '{data}' ORDER BY fold_order(score, {LAYERS})) TO '{outputs['delt_fold']}'"), None),
+            f"COPY (SELECT * FROM '{data}' ORDER BY fold_order(score, {LAYERS})) TO '{outputs['delt_fold']}'"),
+            None, outputs["delt_fold"]),
         ("delt sort", args.rows, delt_cmd(args.delt, threads,
-            f"COPY (SELECT * FROM '{data}' ORDER BY score) TO '{outputs['delt_sort']}'"), None),
-        ("duckdb fold", args.rows, [python, "-c", DUCKDB, str(data), str(outputs["duckdb"]), threads], None),
+            f"COPY (SELECT * FROM '{data}' ORDER BY score) TO '{outputs['delt_sort']}'"),
+            None, outputs["delt_sort"]),
+        ("duckdb fold", args.rows, [python, "-c", DUCKDB, str(data), str(outputs["duckdb"]), threads],
+            None, outputs["duckdb"]),
         ("polars fold", args.rows, [python, "-c", POLARS, str(data), str(outputs["polars"])],
-            {"POLARS_MAX_THREADS": threads}),
+            {"POLARS_MAX_THREADS": threads}, outputs["polars"]),
         ("reference (JSONL, Python)", ref_rows,
-            [python, "-c", REFERENCE, str(jsonl), str(work / "reference.jsonl")], None),
+            [python, "-c", REFERENCE, str(jsonl), str(jsonl_outputs["reference"]), str(LAYERS)],
+            None, jsonl_outputs["reference"]),
         ("delt fold JSONL", ref_rows, delt_cmd(args.delt, threads,
-            f"COPY (SELECT * FROM '{jsonl}' ORDER BY fold_order(score, {LAYERS})) TO '{work / 'delt.jsonl'}'"), None),
+            f"COPY (SELECT * FROM '{jsonl}' ORDER BY fold_order(score, {LAYERS})) TO '{jsonl_outputs['delt']}'"),
+            None, jsonl_outputs["delt"]),
     ]
     # Round after round of every run, so that the machine's drift (a shared VM's speed moves
-    # by 10-30% over minutes) falls on all of them alike; each run's median counts.
-    samples = {name: [] for name, _, _, _ in runs}
+    # by 10-30% over minutes) falls on all of them alike; each run's median counts. Each run's
+    # previous output is deleted before it starts, untimed: replacing a file costs the kernel
+    # the old file's cached pages (0.1-0.5 s for these files on this VM), whichever tool writes.
+    samples = {run[0]: [] for run in runs}
     for round_ in range(args.repeat):
-        for name, _, cmd, env in runs:
+        for name, _, cmd, env, output in runs:
             print(f"round {round_ + 1}/{args.repeat}: {name} ...", file=sys.stderr)
+            output.unlink(missing_ok=True)
             samples[name].append(measure(cmd, env))
     results = [(name, rows, statistics.median(w for w, _ in samples[name]),
-                max(p for _, p in samples[name])) for name, rows, _, _ in runs]
+                max(p for _, p in samples[name])) for name, rows, *_ in runs]
 
     # The three folds must agree before their times mean anything.
     expected = ids(outputs["delt_fold"])
     for name in ["duckdb", "polars"]:
         if not np.array_equal(ids(outputs[name]), expected):
             sys.exit(f"{name} produced a different order than delt")
-    with open(work / "reference.jsonl") as ref, open(work / "delt.jsonl") as ours:
+    with open(jsonl_outputs["reference"]) as ref, open(jsonl_outputs["delt"]) as ours:
         for a, b in zip(ref, ours):
             if json.loads(a)["id"] != json.loads(b)["id"]:
                 sys.exit("reference and delt JSONL folds differ")
@@ -211,6 +229,7 @@ def main():
                 print(f"generating {n:,} rows ...", file=sys.stderr)
                 generate(path, n, seed=1)
             out = work / f"scale-{n}.parquet"
+            out.unlink(missing_ok=True)
             wall, peak = measure(delt_cmd(args.delt, threads,
                 f"COPY (SELECT * FROM '{path}' ORDER BY fold_order(score, {LAYERS})) TO '{out}'",
                 args.scaling_memory_limit))

@@ -34,6 +34,12 @@ use crate::order_key::ROW_BITS;
 /// `batch << HELD_ROW_BITS | row`, which orders rows as their index in the partition did.
 const HELD_ROW_BITS: u32 = 16;
 
+/// Rows of a gathered batch, in session batch sizes. A gather pays a little for every held
+/// batch it may draw from (and the string buffers it does draw from), so fewer, larger gathers
+/// cost less: 4 made a 10M-row Parquet fold 10% faster than 1; 16 was no faster, and slower
+/// for JSON output (larger text buffers).
+const GATHER_BATCHES: usize = 4;
+
 /// One input partition, held: its batches (key column dropped) and its keys, sorted.
 struct HeldPartition {
     batches: Vec<RecordBatch>,
@@ -60,7 +66,7 @@ pub fn fold_in_memory(
         let stream = input.execute(p, Arc::clone(&context))?;
         tasks.push(SpawnedTask::spawn(hold(stream, key)));
     }
-    let batch_size = context.session_config().batch_size();
+    let gather_rows = context.session_config().batch_size() * GATHER_BATCHES;
     let parallel = context.session_config().target_partitions().max(1);
     let output_schema = Arc::clone(&schema);
     let stream = async_try_stream(move |mut tx| async move {
@@ -74,7 +80,7 @@ pub fn fold_in_memory(
             Arc::new(held.into_iter().flat_map(|p| p.batches).collect());
         let mut gathering = VecDeque::new();
         for pass in passes(order.len(), scored, layers, mode) {
-            for chunk in pass.chunks(batch_size) {
+            for chunk in pass.chunks(gather_rows) {
                 let (batches, order, schema) = (
                     Arc::clone(&batches),
                     Arc::clone(&order),
