@@ -3,10 +3,11 @@
 //! Parquet readers ask for whole column chunks at once (a text column of a 1M-row row group is
 //! over 100 MB). `object_store`'s local store reads each range into a fresh zeroed buffer:
 //! new memory that the kernel must fault in and zero, then a copy out of the page cache. A
-//! map of the file serves the same bytes from the page cache itself. Streamed reads (JSON
-//! lines, CSV) get the same: the local store streams a file as 8 KiB reads, each on a
-//! blocking task; here they come as maps of [`STREAM_CHUNK`] bytes, each unmapped once
-//! consumed. Everything else (listing, metadata, writing, renaming) is the local store's own.
+//! map of the file serves the same bytes from the page cache itself. Streamed ranges (the
+//! parts of a JSON lines or CSV file that partitions read side by side) get the same: the
+//! local store streams them as 8 KiB reads, each on a blocking task; here they come as maps of
+//! [`STREAM_CHUNK`] bytes, each unmapped once consumed. Everything else (whole-file reads,
+//! listing, metadata, writing, renaming) is the local store's own.
 
 use std::fmt;
 use std::fs::File;

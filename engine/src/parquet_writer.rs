@@ -8,16 +8,17 @@
 //! The file's bytes depend on its rows and properties only, not on how the rows arrived in
 //! batches (their sizes differ with the batch size, the memory limit and the plan): a column
 //! writer decides where pages end chunk by chunk, counting chunks from the start of each
-//! write, so each column of a row group goes to its writer in one write.
+//! write, so each column of a row group goes to its writer in one write (unless its strings
+//! exceed what 32-bit offsets address: then batch by batch, as they came).
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_writer::{
@@ -176,22 +177,50 @@ fn encode(
     batches: &[RecordBatch],
 ) -> Result<Vec<ArrowColumnChunk>> {
     let mut writers = factory.create_column_writers(index)?;
-    let rows = match batches {
-        [batch] => batch.clone(),
-        _ => concat_batches(schema, batches)?,
+    let joined;
+    let writes = match batches {
+        [_] => batches,
+        _ if fits_one_batch(batches) => {
+            joined = [concat_batches(schema, batches)?];
+            &joined[..]
+        }
+        // Beyond what 32-bit offsets address, the batches go as they came.
+        _ => batches,
     };
-    let mut next = writers.iter_mut();
-    for (field, column) in schema.fields().iter().zip(rows.columns()) {
-        for leaf in compute_leaves(field, column)? {
-            next.next()
-                .expect("one writer per leaf column")
-                .write(&leaf)?;
+    for rows in writes {
+        let mut next = writers.iter_mut();
+        for (field, column) in schema.fields().iter().zip(rows.columns()) {
+            for leaf in compute_leaves(field, column)? {
+                next.next()
+                    .expect("one writer per leaf column")
+                    .write(&leaf)?;
+            }
         }
     }
     Ok(writers
         .into_iter()
         .map(|w| w.close())
         .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Whether `batches` join into one: a string or binary column with 32-bit offsets addresses
+/// at most 2 GiB of values (a row group of 131,072 documents of 16 KB each).
+fn fits_one_batch(batches: &[RecordBatch]) -> bool {
+    let Some(first) = batches.first() else {
+        return true;
+    };
+    (0..first.num_columns()).all(|c| {
+        let offsets = |batch: &RecordBatch| -> usize {
+            let column = batch.column(c);
+            let span = |o: &[i32]| (o[o.len() - 1] - o[0]) as usize;
+            match column.data_type() {
+                DataType::Utf8 => span(column.as_string::<i32>().value_offsets()),
+                DataType::Binary => span(column.as_binary::<i32>().value_offsets()),
+                _ => 0,
+            }
+        };
+        batches.iter().map(offsets).sum::<usize>() <= i32::MAX as usize
+    })
 }
 
 /// The file's bytes in pieces of [`PIECE_BYTES`]: each is filled once and handed out whole.
@@ -243,7 +272,7 @@ impl Write for Pieces {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{Array, Int64Array, ListArray, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
 
     use super::*;
 
