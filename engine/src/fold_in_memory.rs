@@ -12,7 +12,7 @@
 //! by (score, input position), so the order depends on nothing else.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch, RecordBatchOptions};
@@ -28,6 +28,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
 
 use crate::fold::FoldMode;
+use crate::in_order::{InOrder, joined};
 use crate::order_key::ROW_BITS;
 
 /// Rows of a held batch, at most: the low [`ROW_BITS`] of a held row's key become its place,
@@ -45,8 +46,13 @@ struct HeldPartition {
     batches: Vec<RecordBatch>,
     /// Sorted; the low [`ROW_BITS`] of each are the row's place among `batches`.
     keys: Vec<i128>,
-    /// How many of the keys are of rows with a score (they sort first).
-    scored: usize,
+}
+
+impl HeldPartition {
+    /// How many of the rows have a score (their keys, negative, sort first).
+    fn scored(&self) -> usize {
+        self.keys.partition_point(|k| *k < 0)
+    }
 }
 
 /// Folds the rows of every partition of `input`, an
@@ -74,11 +80,11 @@ pub fn fold_in_memory(
         for task in tasks {
             held.push(joined(task).await?);
         }
-        let scored = held.iter().map(|p| p.scored).sum();
+        let scored = held.iter().map(HeldPartition::scored).sum();
         let order = Arc::new(merge(&held));
         let batches: Arc<Vec<RecordBatch>> =
             Arc::new(held.into_iter().flat_map(|p| p.batches).collect());
-        let mut gathering = VecDeque::new();
+        let mut gathering = InOrder::default();
         for pass in passes(order.len(), scored, layers, mode) {
             for chunk in pass.chunks(gather_rows) {
                 let (batches, order, schema) = (
@@ -86,18 +92,16 @@ pub fn fold_in_memory(
                     Arc::clone(&order),
                     Arc::clone(&schema),
                 );
-                gathering.push_back(SpawnedTask::spawn_blocking(move || {
-                    gather(&batches, &order, &chunk, schema)
-                }));
+                gathering.start(move || gather(&batches, &order, &chunk, schema));
                 while gathering.len() >= parallel {
-                    let batch = next_gathered(&mut gathering).await?;
+                    let batch = gathering.next().await.expect("gathers started")?;
                     baseline.record_output(batch.num_rows());
                     tx.emit(batch).await;
                 }
             }
         }
-        while !gathering.is_empty() {
-            let batch = next_gathered(&mut gathering).await?;
+        while let Some(batch) = gathering.next().await {
+            let batch = batch?;
             baseline.record_output(batch.num_rows());
             tx.emit(batch).await;
         }
@@ -115,7 +119,6 @@ async fn hold(mut stream: SendableRecordBatchStream, key: usize) -> Result<HeldP
     let mut held = HeldPartition {
         batches: Vec::new(),
         keys: Vec::new(),
-        scored: 0,
     };
     let position_bits = !((1i128 << ROW_BITS) - 1);
     let piece_rows = 1 << HELD_ROW_BITS;
@@ -141,7 +144,6 @@ async fn hold(mut stream: SendableRecordBatchStream, key: usize) -> Result<HeldP
         }
     }
     held.keys.sort_unstable();
-    held.scored = held.keys.partition_point(|k| *k < 0);
     Ok(held)
 }
 
@@ -253,20 +255,6 @@ fn gather(
     Ok(interleave_record_batch(&sources, &indices)?)
 }
 
-/// The oldest gather, once done.
-async fn next_gathered(
-    gathering: &mut VecDeque<SpawnedTask<Result<RecordBatch>>>,
-) -> Result<RecordBatch> {
-    joined(gathering.pop_front().expect("a gather in flight")).await
-}
-
-/// What `task` returned (a panic in it resumes here).
-async fn joined<T: Send + 'static>(task: SpawnedTask<Result<T>>) -> Result<T> {
-    task.join_unwind()
-        .await
-        .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -357,7 +345,7 @@ mod tests {
             .collect();
         let want: Vec<i64> = expected.iter().map(|e| e.2).collect();
         assert_eq!(got, want);
-        let scored: usize = held.iter().map(|p| p.scored).sum();
+        let scored: usize = held.iter().map(|p| p.scored()).sum();
         assert_eq!(scored, expected.iter().filter(|e| !e.0).count());
     }
 

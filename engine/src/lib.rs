@@ -29,6 +29,7 @@ pub mod error;
 pub mod fold;
 pub mod fold_in_memory;
 pub mod functions;
+pub mod in_order;
 pub mod jsonl;
 pub mod local_files;
 pub mod lqs;

@@ -15,7 +15,7 @@
 //! Formats: Parquet, JSON lines (`STORED AS JSON`, one object per line, as the reference DELT
 //! trainer reads) and CSV.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,10 +41,10 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::encodings::EncodingChoices;
 use crate::error::{DeltError, Result};
+use crate::in_order::InOrder;
 use crate::parquet_writer::ParallelParquetWriter;
 
 /// Rows per shard when writing a directory and `rows_per_shard` is not given.
@@ -430,7 +430,7 @@ enum Encoder {
     /// arrive; the bytes go out in batch order.
     Text {
         format: TextFormat,
-        encoding: VecDeque<JoinHandle<DfResult<Vec<u8>>>>,
+        encoding: InOrder<Vec<u8>>,
         header_done: bool,
     },
 }
@@ -440,7 +440,7 @@ impl Encoder {
     fn finished() -> Self {
         Self::Text {
             format: TextFormat::Json,
-            encoding: VecDeque::new(),
+            encoding: InOrder::default(),
             header_done: true,
         }
     }
@@ -484,12 +484,12 @@ impl OpenFile {
             }
             Format::Json => Encoder::Text {
                 format: TextFormat::Json,
-                encoding: VecDeque::new(),
+                encoding: InOrder::default(),
                 header_done: false,
             },
             Format::Csv(options) => Encoder::Text {
                 format: TextFormat::Csv(options.writer_options.clone()),
-                encoding: VecDeque::new(),
+                encoding: InOrder::default(),
                 header_done: false,
             },
         };
@@ -519,9 +519,7 @@ impl OpenFile {
                 let header = matches!(format, TextFormat::Csv(b) if b.header()) && !*header_done;
                 *header_done = true;
                 let (format, batch) = (format.clone(), batch.clone());
-                encoding.push_back(tokio::task::spawn_blocking(move || {
-                    encode_text(&format, &batch, header)
-                }));
+                encoding.start(move || encode_text(&format, &batch, header));
                 self.drain_text(TEXT_IN_FLIGHT).await
             }
         }
@@ -536,10 +534,7 @@ impl OpenFile {
             if encoding.len() <= keep {
                 return Ok(());
             }
-            let task = encoding.pop_front().expect("more than `keep` tasks");
-            let bytes = task
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+            let bytes = encoding.next().await.expect("more than `keep` tasks")?;
             self.put(Bytes::from(bytes)).await?;
         }
     }

@@ -11,7 +11,6 @@
 //! write, so each column of a row group goes to its writer in one write (unless its strings
 //! exceed what 32-bit offsets address: then batch by batch, as they came).
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -19,16 +18,16 @@ use bytes::Bytes;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_writer::{
     ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves,
 };
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::writer::SerializedFileWriter;
-use tokio::task::JoinHandle;
 
 use crate::encodings::EncodingChoices;
+use crate::in_order::InOrder;
 
 /// Row groups encoding at once; more would only hold more rows in memory.
 const IN_FLIGHT: usize = 2;
@@ -46,7 +45,7 @@ pub struct ParallelParquetWriter {
     row_group_rows: usize,
     filling: Vec<RecordBatch>,
     filling_rows: usize,
-    encoding: VecDeque<JoinHandle<Result<Vec<ArrowColumnChunk>>>>,
+    encoding: InOrder<Vec<ArrowColumnChunk>>,
     started: usize,
 }
 
@@ -72,7 +71,7 @@ impl ParallelParquetWriter {
             row_group_rows,
             filling: Vec::new(),
             filling_rows: 0,
-            encoding: VecDeque::new(),
+            encoding: InOrder::default(),
             started: 0,
         }
     }
@@ -139,19 +138,15 @@ impl ParallelParquetWriter {
         let (schema, index) = (Arc::clone(&self.schema), self.started);
         self.started += 1;
         self.encoding
-            .push_back(tokio::task::spawn_blocking(move || {
-                encode(&factory, &schema, index, &batches)
-            }));
+            .start(move || encode(&factory, &schema, index, &batches));
         Ok(())
     }
 
     async fn append_oldest(&mut self) -> Result<()> {
-        let Some(task) = self.encoding.pop_front() else {
+        let Some(chunks) = self.encoding.next().await else {
             return Ok(());
         };
-        let chunks = task
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        let chunks = chunks?;
         let file = self.file.as_mut().expect("open while row groups encode");
         let mut row_group = file.file.next_row_group()?;
         for chunk in chunks {
@@ -210,7 +205,7 @@ fn fits_one_batch(batches: &[RecordBatch]) -> bool {
         return true;
     };
     (0..first.num_columns()).all(|c| {
-        let offsets = |batch: &RecordBatch| -> usize {
+        let value_bytes = |batch: &RecordBatch| -> usize {
             let column = batch.column(c);
             let span = |o: &[i32]| (o[o.len() - 1] - o[0]) as usize;
             match column.data_type() {
@@ -219,7 +214,7 @@ fn fits_one_batch(batches: &[RecordBatch]) -> bool {
                 _ => 0,
             }
         };
-        batches.iter().map(offsets).sum::<usize>() <= i32::MAX as usize
+        batches.iter().map(value_bytes).sum::<usize>() <= i32::MAX as usize
     })
 }
 
