@@ -31,6 +31,7 @@ pub mod fold_in_memory;
 pub mod functions;
 pub mod in_order;
 pub mod jsonl;
+pub mod jsonl_decoder;
 pub mod local_files;
 pub mod lqs;
 pub mod object_stores;

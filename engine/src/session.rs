@@ -142,7 +142,8 @@ impl DeltSession {
                 &plugins,
             )))))
             .build();
-        state.register_file_format(Arc::new(JsonLinesFormatFactory::default()), false)?;
+        state.register_file_format(Arc::new(JsonLinesFormatFactory::json()), true)?;
+        state.register_file_format(Arc::new(JsonLinesFormatFactory::jsonl()), false)?;
         state
             .table_factories_mut()
             .insert("JSONL".into(), Arc::new(ListingTableFactory::new()));

@@ -1,0 +1,750 @@
+//! A JSON lines decoder for flat rows: one object per line, whose values are strings, numbers,
+//! booleans or null.
+//!
+//! arrow-json decodes any JSON into any Arrow type by way of a tape: every string is copied into
+//! the tape, then again into its array. LM training data is mostly flat lines of a few scalars
+//! and one long text, and on such data those copies and the tape are most of what reading costs.
+//! This decoder parses such lines straight into Arrow builders, copying each string once.
+//!
+//! A line it does not handle itself goes to arrow-json's decoder, and its rows are appended from
+//! there, so values and errors are arrow-json's: an object or array in a projected column, a
+//! string where a number is expected, an integer that does not fit 64 bits, a key given twice,
+//! several values on one line, escaped keys, a missing or null value of a column declared
+//! `NOT NULL`, a line that is not valid JSON. Values of columns
+//! that are not read (unknown keys) are skipped without being checked, as arrow-json ignores
+//! unknown fields.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, NullBuilder,
+    StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::arrow::json::reader::Decoder as ArrowJsonDecoder;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion_datasource::decoder::Decoder;
+
+/// Decodes newline-delimited JSON objects of a flat schema into record batches.
+pub struct FlatJsonDecoder {
+    schema: SchemaRef,
+    batch_size: usize,
+    columns: Vec<Column>,
+    /// Column names, matched against keys byte for byte.
+    names: Vec<Box<[u8]>>,
+    /// Columns declared `NOT NULL`.
+    required: Vec<usize>,
+    /// The values of the line being parsed, one per column; appended once the line parsed.
+    cells: Vec<Cell>,
+    /// The unescaped text of the line's strings that held escapes.
+    unescaped: String,
+    /// Rows appended since the last flush.
+    rows: usize,
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// arrow-json's decoder for the lines this one does not handle; made on first use.
+    fallback: Option<ArrowJsonDecoder>,
+}
+
+impl std::fmt::Debug for FlatJsonDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlatJsonDecoder")
+            .field("schema", &self.schema)
+            .field("rows", &self.rows)
+            .finish()
+    }
+}
+
+/// One column's builder.
+enum Column {
+    Null(NullBuilder),
+    Boolean(BooleanBuilder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Utf8(StringBuilder),
+}
+
+impl Column {
+    /// An empty builder for `data_type`, if it is one this decoder builds.
+    fn of(data_type: &DataType) -> Option<Self> {
+        Some(match data_type {
+            DataType::Null => Self::Null(NullBuilder::new()),
+            DataType::Boolean => Self::Boolean(BooleanBuilder::new()),
+            DataType::Int64 => Self::Int64(Int64Builder::new()),
+            DataType::Float64 => Self::Float64(Float64Builder::new()),
+            DataType::Utf8 => Self::Utf8(StringBuilder::new()),
+            _ => return None,
+        })
+    }
+}
+
+/// One value of the line being parsed.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    /// The key did not occur (so far).
+    Absent,
+    Null,
+    Boolean(bool),
+    Int64(i64),
+    Float64(f64),
+    /// A string without escapes: its bytes in the line.
+    Text(Range<usize>),
+    /// A string with escapes: its unescaped bytes in `unescaped`.
+    Unescaped(Range<usize>),
+}
+
+impl FlatJsonDecoder {
+    /// A decoder of rows of `schema` in batches of `batch_size`, or `None` when a column has a
+    /// type this decoder does not build (nested, dates, other widths): read those with
+    /// arrow-json.
+    pub fn try_new(schema: SchemaRef, batch_size: usize) -> Option<Self> {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|field| Column::of(field.data_type()))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            names: schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_bytes().into())
+                .collect(),
+            required: (0..columns.len())
+                .filter(|&c| !schema.field(c).is_nullable())
+                .collect(),
+            cells: vec![Cell::Absent; columns.len()],
+            columns,
+            schema,
+            batch_size,
+            unescaped: String::new(),
+            rows: 0,
+            partial: Vec::new(),
+            fallback: None,
+        })
+    }
+
+    /// Whether this decoder builds every column of `schema`.
+    pub fn reads(schema: &Schema) -> bool {
+        schema
+            .fields()
+            .iter()
+            .all(|field| Column::of(field.data_type()).is_some())
+    }
+
+    /// Decodes one line (without its newline) into a row, or into as many rows as arrow-json
+    /// finds in it when the line is not one this decoder handles.
+    fn line(&mut self, line: &[u8]) -> Result<(), ArrowError> {
+        if line.iter().all(|b| is_whitespace(*b)) {
+            return Ok(());
+        }
+        match simdutf8::basic::from_utf8(line) {
+            Ok(text) if self.parse(text).is_some() => {
+                self.append_cells(text);
+                Ok(())
+            }
+            _ => self.line_by_arrow_json(line),
+        }
+    }
+
+    /// Parses a line of one flat JSON object into `cells`; `None` when it is not one.
+    fn parse(&mut self, text: &str) -> Option<()> {
+        self.cells.fill(Cell::Absent);
+        self.unescaped.clear();
+        let mut at = Cursor {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+        };
+        at.skip_whitespace();
+        at.expect(b'{')?;
+        at.skip_whitespace();
+        if !at.accept(b'}') {
+            // Keys usually come in column order: try the column after the last one first.
+            let mut next_column = 0;
+            loop {
+                at.skip_whitespace();
+                at.expect(b'"')?;
+                let key = at.plain_string()?;
+                at.skip_whitespace();
+                at.expect(b':')?;
+                at.skip_whitespace();
+                let key = &at.bytes[key];
+                let column = if self.names.get(next_column).is_some_and(|n| **n == *key) {
+                    Some(next_column)
+                } else {
+                    self.names.iter().position(|n| **n == *key)
+                };
+                match column {
+                    Some(c) => {
+                        if self.cells[c] != Cell::Absent {
+                            return None;
+                        }
+                        self.cells[c] = self.value(&mut at, c)?;
+                        next_column = c + 1;
+                    }
+                    None => at.skip_value()?,
+                }
+                at.skip_whitespace();
+                if at.accept(b'}') {
+                    break;
+                }
+                at.expect(b',')?;
+            }
+        }
+        at.skip_whitespace();
+        let complete = self
+            .required
+            .iter()
+            .all(|&c| !matches!(self.cells[c], Cell::Absent | Cell::Null));
+        (at.pos == at.bytes.len() && complete).then_some(())
+    }
+
+    /// Parses the value of column `c` at the cursor.
+    fn value(&mut self, at: &mut Cursor, c: usize) -> Option<Cell> {
+        if at.literal(b"null") {
+            return Some(Cell::Null);
+        }
+        Some(match &self.columns[c] {
+            Column::Null(_) => return None,
+            Column::Boolean(_) => {
+                if at.literal(b"true") {
+                    Cell::Boolean(true)
+                } else if at.literal(b"false") {
+                    Cell::Boolean(false)
+                } else {
+                    return None;
+                }
+            }
+            Column::Int64(_) => {
+                let number = at.number()?;
+                if number.bytes().any(|b| !b.is_ascii_digit() && b != b'-') {
+                    return None;
+                }
+                Cell::Int64(number.parse().ok()?)
+            }
+            Column::Float64(_) => {
+                let value: f64 = at.number()?.parse().ok()?;
+                if !value.is_finite() {
+                    return None;
+                }
+                Cell::Float64(value)
+            }
+            Column::Utf8(_) => {
+                at.expect(b'"')?;
+                let start = at.pos;
+                match at.plain_string() {
+                    Some(span) => Cell::Text(span),
+                    None => {
+                        at.pos = start;
+                        let from = self.unescaped.len();
+                        at.unescape_string(&mut self.unescaped)?;
+                        Cell::Unescaped(from..self.unescaped.len())
+                    }
+                }
+            }
+        })
+    }
+
+    /// Appends the parsed line's cells as a row; absent keys are null.
+    fn append_cells(&mut self, text: &str) {
+        for (column, cell) in self.columns.iter_mut().zip(&self.cells) {
+            match (column, cell) {
+                (Column::Null(b), _) => b.append_null(),
+                (Column::Boolean(b), Cell::Boolean(v)) => b.append_value(*v),
+                (Column::Int64(b), Cell::Int64(v)) => b.append_value(*v),
+                (Column::Float64(b), Cell::Float64(v)) => b.append_value(*v),
+                (Column::Utf8(b), Cell::Text(span)) => b.append_value(&text[span.clone()]),
+                (Column::Utf8(b), Cell::Unescaped(span)) => {
+                    b.append_value(&self.unescaped[span.clone()])
+                }
+                (Column::Boolean(b), _) => b.append_null(),
+                (Column::Int64(b), _) => b.append_null(),
+                (Column::Float64(b), _) => b.append_null(),
+                (Column::Utf8(b), _) => b.append_null(),
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Decodes `line` with arrow-json and appends the rows it yields.
+    fn line_by_arrow_json(&mut self, line: &[u8]) -> Result<(), ArrowError> {
+        let decoder = match &mut self.fallback {
+            Some(decoder) => decoder,
+            fallback => {
+                fallback.insert(ReaderBuilder::new(Arc::clone(&self.schema)).build_decoder()?)
+            }
+        };
+        let mut rest = line;
+        loop {
+            rest = &rest[decoder.decode(rest)?..];
+            if let Some(batch) = decoder.flush()? {
+                for row in 0..batch.num_rows() {
+                    for (column, array) in self.columns.iter_mut().zip(batch.columns()) {
+                        append_from(column, array, row);
+                    }
+                }
+                self.rows += batch.num_rows();
+            }
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Decodes the complete lines at the start of `buf` until the batch is full; keeps a last
+    /// line without its newline for the next call.
+    fn decode_lines(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        let mut pos = 0;
+        if !self.partial.is_empty() {
+            let Some(end) = memchr::memchr(b'\n', buf) else {
+                self.partial.extend_from_slice(buf);
+                return Ok(buf.len());
+            };
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(&buf[..end]);
+            self.line(&line)?;
+            line.clear();
+            self.partial = line;
+            pos = end + 1;
+        }
+        while self.rows < self.batch_size {
+            match memchr::memchr(b'\n', &buf[pos..]) {
+                Some(end) => {
+                    self.line(&buf[pos..pos + end])?;
+                    pos += end + 1;
+                }
+                None => {
+                    self.partial.extend_from_slice(&buf[pos..]);
+                    return Ok(buf.len());
+                }
+            }
+        }
+        Ok(pos)
+    }
+}
+
+impl Decoder for FlatJsonDecoder {
+    /// Decodes whole lines of `buf`. An empty `buf` marks the end of the input (DataFusion's
+    /// `DecoderDeserializer` passes one only then), where a last line without a newline ends.
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        if buf.is_empty() {
+            let last = std::mem::take(&mut self.partial);
+            self.line(&last)?;
+            return Ok(0);
+        }
+        if self.rows >= self.batch_size {
+            return Ok(0);
+        }
+        self.decode_lines(buf)
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let arrays: Vec<ArrayRef> = self
+            .columns
+            .iter_mut()
+            .map(|column| match column {
+                // `NullBuilder::finish` leaves its length as it was: start a new one.
+                Column::Null(b) => Arc::new(std::mem::take(b).finish()) as ArrayRef,
+                Column::Boolean(b) => Arc::new(b.finish()),
+                Column::Int64(b) => Arc::new(b.finish()),
+                Column::Float64(b) => Arc::new(b.finish()),
+                Column::Utf8(b) => {
+                    let array = b.finish();
+                    // The next batch is likely about as large: reserve a quarter more than
+                    // this one's text, so it fits without a doubling (a doubled buffer is held
+                    // at twice its size until the batch is dropped; reserved pages that are
+                    // never written cost no memory).
+                    let text = array.value_data().len();
+                    *b = StringBuilder::with_capacity(array.len(), text + text / 4);
+                    Arc::new(array)
+                }
+            })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
+        self.rows = 0;
+        RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options).map(Some)
+    }
+
+    fn can_flush_early(&self) -> bool {
+        false
+    }
+}
+
+/// Appends row `row` of `array` (of the column's type) to `column`.
+fn append_from(column: &mut Column, array: &ArrayRef, row: usize) {
+    if array.is_null(row) {
+        match column {
+            Column::Null(b) => b.append_null(),
+            Column::Boolean(b) => b.append_null(),
+            Column::Int64(b) => b.append_null(),
+            Column::Float64(b) => b.append_null(),
+            Column::Utf8(b) => b.append_null(),
+        }
+        return;
+    }
+    match column {
+        Column::Null(b) => b.append_null(),
+        Column::Boolean(b) => b.append_value(array.as_boolean().value(row)),
+        Column::Int64(b) => b.append_value(array.as_primitive::<Int64Type>().value(row)),
+        Column::Float64(b) => b.append_value(array.as_primitive::<Float64Type>().value(row)),
+        Column::Utf8(b) => b.append_value(array.as_string::<i32>().value(row)),
+    }
+}
+
+/// JSON's whitespace, as arrow-json reads it.
+fn is_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+/// A position in a line being parsed.
+struct Cursor<'a> {
+    text: &'a str,
+    /// `text` as bytes; positions step over ASCII bytes only, so each is a char boundary.
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn skip_whitespace(&mut self) {
+        while self.bytes.get(self.pos).is_some_and(|b| is_whitespace(*b)) {
+            self.pos += 1;
+        }
+    }
+
+    /// Steps over `b` if it is next.
+    fn accept(&mut self, b: u8) -> bool {
+        let found = self.bytes.get(self.pos) == Some(&b);
+        self.pos += usize::from(found);
+        found
+    }
+
+    fn expect(&mut self, b: u8) -> Option<()> {
+        self.accept(b).then_some(())
+    }
+
+    /// Steps over `word` if it comes next and is not followed by more of a word.
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let found = self.bytes[self.pos..].starts_with(word)
+            && !self
+                .bytes
+                .get(self.pos + word.len())
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+        if found {
+            self.pos += word.len();
+        }
+        found
+    }
+
+    /// The rest of a string whose opening quote was read, when it holds no escape: its span,
+    /// with the cursor after the closing quote.
+    fn plain_string(&mut self) -> Option<Range<usize>> {
+        let end = self.pos + memchr::memchr2(b'"', b'\\', &self.bytes[self.pos..])?;
+        if self.bytes[end] != b'"' {
+            return None;
+        }
+        let span = self.pos..end;
+        self.pos = end + 1;
+        Some(span)
+    }
+
+    /// Appends the unescaped rest of a string whose opening quote was read to `out`.
+    fn unescape_string(&mut self, out: &mut String) -> Option<()> {
+        loop {
+            let stop = self.pos + memchr::memchr2(b'"', b'\\', &self.bytes[self.pos..])?;
+            out.push_str(&self.text[self.pos..stop]);
+            self.pos = stop + 1;
+            if self.bytes[stop] == b'"' {
+                return Some(());
+            }
+            let escaped = *self.bytes.get(self.pos)?;
+            self.pos += 1;
+            out.push(match escaped {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                b'u' => self.unicode_escape()?,
+                _ => return None,
+            });
+        }
+    }
+
+    /// The character of a `\u` escape whose `\u` was read; a surrogate pair takes two.
+    fn unicode_escape(&mut self) -> Option<char> {
+        let high = self.hex4()?;
+        if let Some(c) = char::from_u32(high) {
+            return Some(c);
+        }
+        if !(0xD800..=0xDBFF).contains(&high) || !self.bytes[self.pos..].starts_with(b"\\u") {
+            return None;
+        }
+        self.pos += 2;
+        let low = self.hex4()?;
+        if !(0xDC00..=0xDFFF).contains(&low) {
+            return None;
+        }
+        char::from_u32((((high - 0xD800) << 10) | (low - 0xDC00)) + 0x1_0000)
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.bytes.get(self.pos..self.pos + 4)?;
+        if !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        self.pos += 4;
+        u32::from_str_radix(&self.text[self.pos - 4..self.pos], 16).ok()
+    }
+
+    /// A number in JSON's grammar: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    fn number(&mut self) -> Option<&'a str> {
+        let start = self.pos;
+        self.accept(b'-');
+        if !self.accept(b'0') && self.digits() == 0 {
+            return None;
+        }
+        if self.accept(b'.') && self.digits() == 0 {
+            return None;
+        }
+        if self.accept(b'e') || self.accept(b'E') {
+            if !self.accept(b'+') {
+                self.accept(b'-');
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        Some(&self.text[start..self.pos])
+    }
+
+    /// Steps over ASCII digits; how many.
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while self.bytes.get(self.pos).is_some_and(u8::is_ascii_digit) {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    /// Steps over a value of a column that is not read. Objects and arrays are skipped by
+    /// their brackets, strings by their quotes; the rest up to the next `,` or `}`.
+    fn skip_value(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            match *self.bytes.get(self.pos)? {
+                b'"' => {
+                    self.pos += 1;
+                    loop {
+                        let stop =
+                            self.pos + memchr::memchr2(b'"', b'\\', &self.bytes[self.pos..])?;
+                        self.pos = stop + if self.bytes[stop] == b'"' { 1 } else { 2 };
+                        if self.bytes[stop] == b'"' {
+                            break;
+                        }
+                    }
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.pos += 1;
+                }
+                b'}' | b']' if depth > 0 => {
+                    depth -= 1;
+                    self.pos += 1;
+                }
+                b',' | b'}' if depth == 0 => return Some(()),
+                _ => self.pos += 1,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::compute::concat_batches;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("score", DataType::Float64, true),
+            Field::new("text", DataType::Utf8, true),
+            Field::new("ok", DataType::Boolean, true),
+            Field::new("nothing", DataType::Null, true),
+        ]))
+    }
+
+    /// Lines this decoder parses itself and lines it hands to arrow-json, mixed.
+    const LINES: &str = concat!(
+        r#"{"id": 1, "score": 0.5, "text": "plain", "ok": true}"#,
+        "\n",
+        r#"{"text":"esc \"q\" \\ \/ \b\f\n\r\t \u00e9 \ud83d\ude00 é","id":-2,"score":1e-3}"#,
+        "\r\n",
+        "\n   \t\n",
+        r#"  { "score" : -0 , "id" : 0 , "extra" : {"a": [1, {"b": "}]"}], "c": "x\"}"}, "ok": false }  "#,
+        "\n",
+        r#"{"id": null, "score": null, "text": null, "ok": null, "nothing": null}"#,
+        "\n",
+        r#"{}"#,
+        "\n",
+        r#"{"id": 3, "score": 17, "text": ""}"#,
+        "\n",
+        // Handed to arrow-json: a float for an integer, a string for a number, a key twice,
+        // two objects on a line, a number too large for 64 bits, a trailing comma (which
+        // arrow-json lets pass).
+        r#"{"id": 4.0, "score": "2.5"}"#,
+        "\n",
+        r#"{"id": 5, "id": 6}"#,
+        "\n",
+        r#"{"id": 7} {"id": 8}"#,
+        "\n",
+        r#"{"id": 9, "score": 1e400}"#,
+        "\n",
+        r#"{"id": 11,}"#,
+        "\n",
+        r#"{"id": 10, "text": "no newline at the end"}"#,
+    );
+
+    /// Decodes `input` fed in pieces of `piece` bytes, as DataFusion's deserializer feeds it.
+    fn decode_in_pieces(
+        decoder: &mut dyn Decoder,
+        input: &[u8],
+        piece: usize,
+    ) -> Result<Vec<RecordBatch>, ArrowError> {
+        let mut batches = Vec::new();
+        for chunk in input.chunks(piece).chain([&[][..]]) {
+            let mut rest = chunk;
+            loop {
+                let used = decoder.decode(rest)?;
+                rest = &rest[used..];
+                if used == 0 {
+                    batches.extend(decoder.flush()?);
+                }
+                if rest.is_empty() {
+                    break;
+                }
+            }
+        }
+        batches.extend(decoder.flush()?);
+        Ok(batches)
+    }
+
+    fn arrow_json(input: &[u8]) -> RecordBatch {
+        let batches = decode_in_pieces(&mut ArrowJson::new(), input, input.len()).unwrap();
+        concat_batches(&schema(), &batches).unwrap()
+    }
+
+    /// arrow-json's decoder over the whole input, as DataFusion's JSON reader runs it.
+    #[derive(Debug)]
+    struct ArrowJson(ArrowJsonDecoder);
+
+    impl ArrowJson {
+        fn new() -> Self {
+            Self(ReaderBuilder::new(schema()).build_decoder().unwrap())
+        }
+    }
+
+    impl Decoder for ArrowJson {
+        fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+            self.0.decode(buf)
+        }
+        fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+            self.0.flush()
+        }
+        fn can_flush_early(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn rows_match_arrow_json_whatever_the_pieces_and_batch_size() {
+        let expected = arrow_json(LINES.as_bytes());
+        assert_eq!(expected.num_rows(), 13);
+        for batch_size in [1, 3, 8192] {
+            for piece in [1, 2, 7, 64, LINES.len()] {
+                let mut decoder = FlatJsonDecoder::try_new(schema(), batch_size).unwrap();
+                let batches = decode_in_pieces(&mut decoder, LINES.as_bytes(), piece).unwrap();
+                // A line of two objects adds two rows at once.
+                assert!(batches.iter().all(|b| b.num_rows() <= batch_size + 1));
+                let got = concat_batches(&schema(), &batches).unwrap();
+                assert_eq!(got, expected, "batch size {batch_size}, pieces of {piece}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_lines_fail_as_in_arrow_json() {
+        // arrow-json reads a string cut off at its line's end on into the next line, so there
+        // its message differs; elsewhere it is the same.
+        let cut_off = r#"{"id": 1, "text": "cut off"#;
+        for bad in [
+            cut_off,
+            r#"{"id": [1]}"#,
+            r#"{"text": "\x"}"#,
+            r#"{"text": "\ud800 lone"}"#,
+            r#"{"id": 99999999999999999999999}"#,
+            r#"{"ok": 1}"#,
+            r#"{"nothing": 1}"#,
+        ] {
+            let input = format!("{{\"id\": 1}}\n{bad}\n{{\"id\": 2}}\n");
+            let mut decoder = FlatJsonDecoder::try_new(schema(), 8192).unwrap();
+            let ours = decode_in_pieces(&mut decoder, input.as_bytes(), 5);
+            let theirs = decode_in_pieces(&mut ArrowJson::new(), input.as_bytes(), input.len());
+            match (ours, theirs) {
+                (Err(ours), Err(theirs)) => assert!(
+                    matches!(ours, ArrowError::JsonError(_))
+                        && (bad == cut_off || ours.to_string() == theirs.to_string()),
+                    "{bad}: {ours} against {theirs}"
+                ),
+                (ours, theirs) => panic!("{bad}: {ours:?} against {theirs:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_required_value_fails_as_in_arrow_json() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("text", DataType::Utf8, true),
+        ]));
+        let input = b"{\"id\": 1}\n{\"text\": \"no id\"}\n";
+        let mut decoder = FlatJsonDecoder::try_new(Arc::clone(&schema), 8192).unwrap();
+        let ours = decode_in_pieces(&mut decoder, input, input.len()).unwrap_err();
+        let mut arrow = ArrowJson(ReaderBuilder::new(schema).build_decoder().unwrap());
+        let theirs = decode_in_pieces(&mut arrow, input, input.len()).unwrap_err();
+        assert_eq!(ours.to_string(), theirs.to_string());
+    }
+
+    #[test]
+    fn invalid_utf8_fails() {
+        let mut input = br#"{"text": "ok"}"#.to_vec();
+        input.extend_from_slice(b"\n{\"text\": \"\xff\"}\n");
+        let mut decoder = FlatJsonDecoder::try_new(schema(), 8192).unwrap();
+        assert!(decode_in_pieces(&mut decoder, &input, input.len()).is_err());
+    }
+
+    #[test]
+    fn reads_only_flat_columns() {
+        assert!(FlatJsonDecoder::reads(&schema()));
+        let nested = Schema::new(vec![Field::new_list(
+            "tags",
+            Field::new_list_field(DataType::Utf8, true),
+            true,
+        )]);
+        assert!(!FlatJsonDecoder::reads(&nested));
+        assert!(!FlatJsonDecoder::reads(&Schema::new(vec![Field::new(
+            "n",
+            DataType::Int32,
+            true
+        )])));
+    }
+}
