@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, NullBuilder,
-    StringBuilder,
+    StringBuilder, StringViewBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
@@ -65,6 +65,7 @@ enum Column {
     Int64(Int64Builder),
     Float64(Float64Builder),
     Utf8(StringBuilder),
+    Utf8View(StringViewBuilder),
 }
 
 impl Column {
@@ -76,6 +77,7 @@ impl Column {
             DataType::Int64 => Self::Int64(Int64Builder::new()),
             DataType::Float64 => Self::Float64(Float64Builder::new()),
             DataType::Utf8 => Self::Utf8(StringBuilder::new()),
+            DataType::Utf8View => Self::Utf8View(StringViewBuilder::new()),
             _ => return None,
         })
     }
@@ -232,7 +234,7 @@ impl FlatJsonDecoder {
                 }
                 Cell::Float64(value)
             }
-            Column::Utf8(_) => {
+            Column::Utf8(_) | Column::Utf8View(_) => {
                 at.expect(b'"')?;
                 let start = at.pos;
                 match at.plain_string() {
@@ -260,10 +262,15 @@ impl FlatJsonDecoder {
                 (Column::Utf8(b), Cell::Unescaped(span)) => {
                     b.append_value(&self.unescaped[span.clone()])
                 }
+                (Column::Utf8View(b), Cell::Text(span)) => b.append_value(&text[span.clone()]),
+                (Column::Utf8View(b), Cell::Unescaped(span)) => {
+                    b.append_value(&self.unescaped[span.clone()])
+                }
                 (Column::Boolean(b), _) => b.append_null(),
                 (Column::Int64(b), _) => b.append_null(),
                 (Column::Float64(b), _) => b.append_null(),
                 (Column::Utf8(b), _) => b.append_null(),
+                (Column::Utf8View(b), _) => b.append_null(),
             }
         }
         self.rows += 1;
@@ -364,6 +371,16 @@ impl Decoder for FlatJsonDecoder {
                     *b = StringBuilder::with_capacity(array.len(), text + text / 4);
                     Arc::new(array)
                 }
+                Column::Utf8View(b) => {
+                    let array = b.finish();
+                    // As above: the next batch's long strings in one block, sized from this
+                    // batch's (views of 12 bytes or less hold their string themselves).
+                    let text: usize = array.data_buffers().iter().map(|b| b.len()).sum();
+                    let block = (text + text / 4).clamp(8 << 10, u32::MAX as usize);
+                    *b = StringViewBuilder::with_capacity(array.len())
+                        .with_fixed_block_size(block as u32);
+                    Arc::new(array)
+                }
             })
             .collect();
         let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
@@ -385,6 +402,7 @@ fn append_from(column: &mut Column, array: &ArrayRef, row: usize) {
             Column::Int64(b) => b.append_null(),
             Column::Float64(b) => b.append_null(),
             Column::Utf8(b) => b.append_null(),
+            Column::Utf8View(b) => b.append_null(),
         }
         return;
     }
@@ -394,6 +412,7 @@ fn append_from(column: &mut Column, array: &ArrayRef, row: usize) {
         Column::Int64(b) => b.append_value(array.as_primitive::<Int64Type>().value(row)),
         Column::Float64(b) => b.append_value(array.as_primitive::<Float64Type>().value(row)),
         Column::Utf8(b) => b.append_value(array.as_string::<i32>().value(row)),
+        Column::Utf8View(b) => b.append_value(array.as_string_view().value(row)),
     }
 }
 
@@ -580,14 +599,15 @@ mod tests {
             Field::new("text", DataType::Utf8, true),
             Field::new("ok", DataType::Boolean, true),
             Field::new("nothing", DataType::Null, true),
+            Field::new("view", DataType::Utf8View, true),
         ]))
     }
 
     /// Lines this decoder parses itself and lines it hands to arrow-json, mixed.
     const LINES: &str = concat!(
-        r#"{"id": 1, "score": 0.5, "text": "plain", "ok": true}"#,
+        r#"{"id": 1, "score": 0.5, "text": "plain", "ok": true, "view": "short"}"#,
         "\n",
-        r#"{"text":"esc \"q\" \\ \/ \b\f\n\r\t \u00e9 \ud83d\ude00 é","id":-2,"score":1e-3}"#,
+        r#"{"text":"esc \"q\" \\ \/ \b\f\n\r\t \u00e9 \ud83d\ude00 é","id":-2,"score":1e-3,"view":"past twelve \"bytes\" é"}"#,
         "\r\n",
         "\n   \t\n",
         r#"  { "score" : -0 , "id" : 0 , "extra" : {"a": [1, {"b": "}]"}], "c": "x\"}"}, "ok": false }  "#,
@@ -601,7 +621,7 @@ mod tests {
         // Handed to arrow-json: a float for an integer, a string for a number, a key twice,
         // two objects on a line, a number too large for 64 bits, a trailing comma (which
         // arrow-json lets pass).
-        r#"{"id": 4.0, "score": "2.5"}"#,
+        r#"{"id": 4.0, "score": "2.5", "view": "handed to arrow-json"}"#,
         "\n",
         r#"{"id": 5, "id": 6}"#,
         "\n",

@@ -32,6 +32,7 @@ pub mod functions;
 pub mod in_order;
 pub mod jsonl;
 pub mod jsonl_decoder;
+pub mod jsonl_encoder;
 pub mod local_files;
 pub mod lqs;
 pub mod object_stores;

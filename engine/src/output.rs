@@ -24,7 +24,6 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::common::config::{ConfigFileType, TableOptions};
 use datafusion::common::file_options::csv_writer::CsvWriterOptions;
 use datafusion::common::parsers::CompressionTypeVariant;
@@ -45,6 +44,7 @@ use tokio::sync::mpsc;
 use crate::encodings::EncodingChoices;
 use crate::error::{DeltError, Result};
 use crate::in_order::InOrder;
+use crate::jsonl_encoder::write_json_lines;
 use crate::parquet_writer::ParallelParquetWriter;
 
 /// Rows per shard when writing a directory and `rows_per_shard` is not given.
@@ -458,11 +458,7 @@ const TEXT_IN_FLIGHT: usize = 4;
 fn encode_text(format: &TextFormat, batch: &RecordBatch, header: bool) -> DfResult<Vec<u8>> {
     let mut buffer = Vec::new();
     match format {
-        TextFormat::Json => {
-            let mut writer = LineDelimitedWriter::new(&mut buffer);
-            writer.write(batch)?;
-            writer.finish()?;
-        }
+        TextFormat::Json => write_json_lines(batch, &mut buffer)?,
         TextFormat::Csv(builder) => builder
             .clone()
             .with_header(header)

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
-use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::dml::CopyTo;
@@ -20,6 +19,7 @@ use url::Url;
 
 use crate::diagnose::{self, InputFiles};
 use crate::error::{DeltError, Result};
+use crate::jsonl_encoder::write_json_lines;
 use crate::object_stores::{s3_store, take_aws_options};
 use crate::output::{CopyTarget, execute_in_order};
 use crate::params::Params;
@@ -262,14 +262,11 @@ impl Runner {
                     .try_for_each(|b| writer.write(b))
                     .map_err(DataFusionError::from)
             }
-            ResultFormat::Json => {
-                let mut writer = LineDelimitedWriter::new(&mut *out);
-                batches
-                    .iter()
-                    .try_for_each(|b| writer.write(b))
-                    .map_err(DataFusionError::from)?;
-                writer.finish().map_err(DataFusionError::from)
-            }
+            ResultFormat::Json => batches.iter().try_for_each(|batch| {
+                let mut lines = Vec::new();
+                write_json_lines(batch, &mut lines).map_err(DataFusionError::from)?;
+                out.write_all(&lines).map_err(DataFusionError::from)
+            }),
         };
         written?;
         out.flush().map_err(|e| DeltError::io("writing results", e))
