@@ -186,11 +186,14 @@ def main():
     # by 10-30% over minutes) falls on all of them alike; each run's median counts. Each run's
     # previous output is deleted before it starts, untimed: replacing a file costs the kernel
     # the old file's cached pages (0.1-0.5 s for these files on this VM), whichever tool writes.
+    # Then the page cache is synced, untimed, so that no run pays for writing back the file the
+    # run before it wrote (the run after the reference lost 0.1-0.3 s to its JSONL on this VM).
     samples = {run[0]: [] for run in runs}
     for round_ in range(args.repeat):
         for name, _, cmd, env, output in runs:
             print(f"round {round_ + 1}/{args.repeat}: {name} ...", file=sys.stderr)
             output.unlink(missing_ok=True)
+            os.sync()
             samples[name].append(measure(cmd, env))
     results = [(name, rows, statistics.median(w for w, _ in samples[name]),
                 max(p for _, p in samples[name])) for name, rows, *_ in runs]
@@ -230,6 +233,7 @@ def main():
                 generate(path, n, seed=1)
             out = work / f"scale-{n}.parquet"
             out.unlink(missing_ok=True)
+            os.sync()
             wall, peak = measure(delt_cmd(args.delt, threads,
                 f"COPY (SELECT * FROM '{path}' ORDER BY fold_order(score, {LAYERS})) TO '{out}'",
                 args.scaling_memory_limit))
