@@ -187,7 +187,7 @@ def main():
     # previous output is deleted before it starts, untimed: replacing a file costs the kernel
     # the old file's cached pages (0.1-0.5 s for these files on this VM), whichever tool writes.
     # Then the page cache is synced, untimed, so that no run pays for writing back the file the
-    # run before it wrote (the run after the reference lost 0.1-0.3 s to its JSONL on this VM).
+    # run before it wrote (the run after the reference lost up to 0.4 s to its JSONL on this VM).
     samples = {run[0]: [] for run in runs}
     for round_ in range(args.repeat):
         for name, _, cmd, env, output in runs:

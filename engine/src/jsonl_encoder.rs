@@ -3,8 +3,9 @@
 //! It writes byte for byte what arrow-json's `LineDelimitedWriter` writes (keys in column
 //! order, null values left out, NaN and infinities as `null`, numbers formatted by the same
 //! `lexical-core`, strings escaped as serde_json escapes them), only faster on LM training data:
-//! - a string is scanned for the bytes JSON must escape eight bytes at a time and copied in
-//!   runs, where serde_json looks each byte up on its own;
+//! - a string is copied whole, then scanned where it landed for the bytes JSON must escape,
+//!   eight bytes at a time (serde_json looks each byte up on its own); only a string that has
+//!   one is rewritten from there;
 //! - the output is reserved once per batch and written in place, where arrow-json writes each
 //!   row through an 8 KiB staging buffer into a growing one.
 //!
