@@ -25,6 +25,7 @@ and duckdb, polars, pyarrow, numpy:
   .venv-bench/bin/python examples/bench_order.py --rows 10000000
 """
 import argparse
+import itertools
 import json
 import math
 import os
@@ -66,10 +67,15 @@ def generate(path: Path, rows: int, seed: int) -> None:
 
 
 def to_jsonl(parquet: Path, jsonl: Path, rows: int) -> None:
-    table = pq.read_table(parquet).slice(0, rows)
+    """Writes the first `rows` rows of `parquet` as JSON lines, 100K rows at a time."""
+    left = rows
     with open(jsonl, "w") as out:
-        for record in table.to_pylist():
-            out.write(json.dumps(record) + "\n")
+        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=100_000):
+            for record in batch.slice(0, left).to_pylist():
+                out.write(json.dumps(record) + "\n")
+            left -= min(left, batch.num_rows)
+            if left == 0:
+                break
 
 
 def measure(cmd, env=None):
@@ -204,8 +210,8 @@ def main():
         if not np.array_equal(ids(outputs[name]), expected):
             sys.exit(f"{name} produced a different order than delt")
     with open(jsonl_outputs["reference"]) as ref, open(jsonl_outputs["delt"]) as ours:
-        for a, b in zip(ref, ours):
-            if json.loads(a)["id"] != json.loads(b)["id"]:
+        for a, b in itertools.zip_longest(ref, ours):
+            if a is None or b is None or json.loads(a)["id"] != json.loads(b)["id"]:
                 sys.exit("reference and delt JSONL folds differ")
 
     base = {name: wall for name, _, wall, _ in results}

@@ -3,16 +3,16 @@
 //! Where nothing may spill, a fold need not stream sorted rows. [`fold_in_memory`] holds the
 //! input batches as they come, one task per input partition, and each task sorts its
 //! partition's keys when its input ends (in parallel). The sorted keys are merged into the
-//! rows' global order, and each layer's rows are gathered straight from the held batches, a
-//! few output batches at once on blocking threads, emitted in order. A row is copied once, by
-//! that gather, instead of by the sort, the merge of its sorted runs and the fold's picking of
-//! layers; on document texts read as plain strings (JSON lines) that is most of the work.
+//! rows' global order (sort and merge both on every thread, [`crate::key_runs`]), and each
+//! layer's rows are gathered straight from the held batches, a few output batches at once on
+//! blocking threads, emitted in order. A row is copied once, by that gather, instead of by the
+//! sort, the merge of its sorted runs and the fold's picking of layers; on document texts read
+//! as plain strings (JSON lines) that is most of the work.
 //!
 //! The output is the same as the streaming fold's ([`crate::fold`]): the keys order the rows
 //! by (score, input position), so the order depends on nothing else.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch, RecordBatchOptions};
@@ -29,6 +29,7 @@ use futures::StreamExt;
 
 use crate::fold::FoldMode;
 use crate::in_order::{InOrder, joined};
+use crate::key_runs::{merge_runs, sort_runs};
 use crate::order_key::ROW_BITS;
 
 /// Rows of a held batch, at most: the low [`ROW_BITS`] of a held row's key become its place,
@@ -41,17 +42,22 @@ const HELD_ROW_BITS: u32 = 16;
 /// for JSON output (larger text buffers).
 const GATHER_BATCHES: usize = 4;
 
-/// One input partition, held: its batches (key column dropped) and its keys, sorted.
+/// One input partition, held: its batches (key column dropped) and its keys, sorted in runs.
 struct HeldPartition {
     batches: Vec<RecordBatch>,
-    /// Sorted; the low [`ROW_BITS`] of each are the row's place among `batches`.
+    /// The low [`ROW_BITS`] of each are the row's place among `batches`.
     keys: Vec<i128>,
+    /// Ranges of `keys`, each sorted.
+    runs: Vec<Range<usize>>,
 }
 
 impl HeldPartition {
     /// How many of the rows have a score (their keys, negative, sort first).
     fn scored(&self) -> usize {
-        self.keys.partition_point(|k| *k < 0)
+        self.runs
+            .iter()
+            .map(|run| self.keys[run.clone()].partition_point(|k| *k < 0))
+            .sum()
     }
 }
 
@@ -67,13 +73,13 @@ pub fn fold_in_memory(
 ) -> Result<SendableRecordBatchStream> {
     let key = input.schema().fields().len() - 1;
     let partitions = input.output_partitioning().partition_count();
+    let parallel = context.session_config().target_partitions().max(1);
     let mut tasks = Vec::with_capacity(partitions);
     for p in 0..partitions {
         let stream = input.execute(p, Arc::clone(&context))?;
-        tasks.push(SpawnedTask::spawn(hold(stream, key)));
+        tasks.push(SpawnedTask::spawn(hold(stream, key, parallel)));
     }
     let gather_rows = context.session_config().batch_size() * GATHER_BATCHES;
-    let parallel = context.session_config().target_partitions().max(1);
     let output_schema = Arc::clone(&schema);
     let stream = async_try_stream(move |mut tx| async move {
         let mut held = Vec::with_capacity(tasks.len());
@@ -81,7 +87,7 @@ pub fn fold_in_memory(
             held.push(joined(task).await?);
         }
         let scored = held.iter().map(HeldPartition::scored).sum();
-        let order = Arc::new(merge(&held));
+        let order = Arc::new(merge(&held, parallel));
         let batches: Arc<Vec<RecordBatch>> =
             Arc::new(held.into_iter().flat_map(|p| p.batches).collect());
         let mut gathering = InOrder::default();
@@ -113,12 +119,17 @@ pub fn fold_in_memory(
     )))
 }
 
-/// Holds one partition's batches and sorts its keys.
-async fn hold(mut stream: SendableRecordBatchStream, key: usize) -> Result<HeldPartition> {
+/// Holds one partition's batches and sorts its keys, in up to `threads` runs.
+async fn hold(
+    mut stream: SendableRecordBatchStream,
+    key: usize,
+    threads: usize,
+) -> Result<HeldPartition> {
     let columns: Vec<usize> = (0..key).collect();
     let mut held = HeldPartition {
         batches: Vec::new(),
         keys: Vec::new(),
+        runs: Vec::new(),
     };
     let position_bits = !((1i128 << ROW_BITS) - 1);
     let piece_rows = 1 << HELD_ROW_BITS;
@@ -143,46 +154,30 @@ async fn hold(mut stream: SendableRecordBatchStream, key: usize) -> Result<HeldP
             held.batches.push(piece.project(&columns)?);
         }
     }
-    held.keys.sort_unstable();
+    held.runs = sort_runs(&mut held.keys, threads);
     Ok(held)
 }
 
-/// All held rows in key order, as (batch, row in batch); batches are numbered across
-/// partitions in partition order.
-fn merge(held: &[HeldPartition]) -> Vec<(u32, u32)> {
-    let first_batch: Vec<usize> = held
+/// All held rows in key order, as (batch, row in batch), merged on up to `threads` threads;
+/// batches are numbered across partitions in partition order.
+fn merge(held: &[HeldPartition], threads: usize) -> Vec<(u32, u32)> {
+    let mut first_batch = 0;
+    // Each run's keys and the number of its partition's first batch.
+    let (runs, first_batches): (Vec<&[i128]>, Vec<u32>) = held
         .iter()
-        .scan(0, |next, p| {
-            let first = *next;
-            *next += p.batches.len();
-            Some(first)
+        .flat_map(|p| {
+            let first = first_batch as u32;
+            first_batch += p.batches.len();
+            p.runs.iter().map(move |run| (&p.keys[run.clone()], first))
         })
-        .collect();
-    let locate = |p: usize, key: i128| {
+        .unzip();
+    merge_runs(&runs, threads, |run, key| {
         let place = key as u64 & ((1 << ROW_BITS) - 1);
         (
-            first_batch[p] as u32 + (place >> HELD_ROW_BITS) as u32,
+            first_batches[run] + (place >> HELD_ROW_BITS) as u32,
             (place & ((1 << HELD_ROW_BITS) - 1)) as u32,
         )
-    };
-    let mut order = Vec::with_capacity(held.iter().map(|p| p.keys.len()).sum());
-    // The smallest unmerged key of each partition: (key, partition, index of the key).
-    let mut heads: BinaryHeap<Reverse<(i128, usize, usize)>> = held
-        .iter()
-        .enumerate()
-        .filter_map(|(p, part)| part.keys.first().map(|&k| Reverse((k, p, 0))))
-        .collect();
-    while let Some(mut head) = heads.peek_mut() {
-        let Reverse((key, p, i)) = *head;
-        order.push(locate(p, key));
-        match held[p].keys.get(i + 1) {
-            Some(&next) => *head = Reverse((next, p, i + 1)),
-            None => {
-                std::collections::binary_heap::PeekMut::pop(head);
-            }
-        }
-    }
-    order
+    })
 }
 
 /// A run of positions in the sorted order: `count` of them from `first`, `step` apart.
@@ -323,11 +318,11 @@ mod tests {
             let schema = batches[0].schema();
             let stream = futures::stream::iter(batches.into_iter().map(Ok));
             let stream = Box::pin(RecordBatchStreamAdapter::new(schema, stream));
-            held.push(hold(stream, 1).await.unwrap());
+            held.push(hold(stream, 1, 2).await.unwrap());
         }
         // Ids grow with partition and row: sorting by them keeps input order among ties.
         expected.sort();
-        let order = merge(&held);
+        let order = merge(&held, 3);
         let batches: Vec<&RecordBatch> = held.iter().flat_map(|p| &p.batches).collect();
         assert!(
             batches

@@ -33,6 +33,7 @@ pub mod in_order;
 pub mod jsonl;
 pub mod jsonl_decoder;
 pub mod jsonl_encoder;
+pub mod key_runs;
 pub mod local_files;
 pub mod lqs;
 pub mod object_stores;
