@@ -313,13 +313,20 @@ enum FreedMemory {
 }
 
 /// Applies `policy` before any other thread starts; the heap then does not shrink until exit.
+/// With `arenas`, glibc keeps at most that many heaps (arenas) instead of up to eight per
+/// core: each heap reuses only the memory freed into it, and the output stage's blocking
+/// threads (gathers, encoders, file writes, a dozen at once) each took a heap of its own, so
+/// buffers freed by one were not reused by the next, which faulted in fresh memory. One heap
+/// per worker thread took the 1M-row JSON lines fold from 435-557 MB at peak to 375-399 MB,
+/// and its median wall time from 0.60 s to 0.45 s (8 runs each, 2 threads).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory(policy: FreedMemory) {
+fn tune_allocator(policy: FreedMemory, arenas: Option<usize>) {
     use std::ffi::c_int;
     // From glibc's <malloc.h>.
     const M_TRIM_THRESHOLD: c_int = -1;
     const M_MMAP_THRESHOLD: c_int = -3;
     const M_MMAP_MAX: c_int = -4;
+    const M_ARENA_MAX: c_int = -8;
     unsafe extern "C" {
         fn mallopt(param: c_int, value: c_int) -> c_int;
     }
@@ -330,11 +337,14 @@ fn keep_freed_memory(policy: FreedMemory) {
             FreedMemory::BelowMapThreshold => mallopt(M_MMAP_THRESHOLD, 32 << 20),
         };
         mallopt(M_TRIM_THRESHOLD, c_int::MAX);
+        if let Some(arenas) = arenas {
+            mallopt(M_ARENA_MAX, arenas.clamp(1, c_int::MAX as usize) as c_int);
+        }
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory(_policy: FreedMemory) {}
+fn tune_allocator(_policy: FreedMemory, _arenas: Option<usize>) {}
 
 /// LQS annotation runs one gradient pass per core itself (`delt_models::annotate`). candle
 /// would also spread each elementwise op over a pool of spinning threads of its own, which
@@ -356,10 +366,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    keep_freed_memory(match cli.command {
-        Command::Lqs { .. } | Command::Bench { .. } => FreedMemory::All,
-        Command::Sql(_) | Command::Plugins { .. } => FreedMemory::BelowMapThreshold,
-    });
+    match &cli.command {
+        Command::Lqs { .. } | Command::Bench { .. } => tune_allocator(FreedMemory::All, None),
+        Command::Plugins { .. } => tune_allocator(FreedMemory::BelowMapThreshold, None),
+        // One heap per worker thread: as many as the runtime below starts.
+        Command::Sql(args) => tune_allocator(
+            FreedMemory::BelowMapThreshold,
+            Some(
+                args.threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            ),
+        ),
+    }
     if matches!(
         cli.command,
         Command::Lqs {
