@@ -318,7 +318,7 @@ enum FreedMemory {
 /// threads (gathers, encoders, file writes, a dozen at once) each took a heap of its own, so
 /// buffers freed by one were not reused by the next, which faulted in fresh memory. One heap
 /// per worker thread took the 1M-row JSON lines fold (2 threads) from 435-557 MB at peak to
-/// 360-445 MB and from about 100K page faults to 80-90K; its median wall time went from 0.60 s
+/// 360-445 MB and from 100-112K page faults to 83-93K; its median wall time went from 0.60 s
 /// to 0.45 s in one set of 8 alternating runs, and moved less than the noise in another.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator(policy: FreedMemory, arenas: Option<usize>) {
