@@ -9,13 +9,18 @@
 //! scans whose columns are all strings, integers, floats, booleans or nulls are decoded by
 //! [`FlatJsonDecoder`], which reads flat lines in one pass, instead of arrow-json's tape decoder.
 //! Other scans, and JSON arrays (`newline_delimited false`), are read by DataFusion as before.
+//!
+//! Top-level string columns are inferred as `Utf8View`, as DataFusion reads Parquet strings
+//! (both follow `datafusion.execution.parquet.schema_force_view_types`, on by default): a
+//! string without escapes then stays in the mapped file instead of being copied, and a
+//! sort or fold moves 16-byte views instead of texts.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{GetExt, Statistics, internal_datafusion_err};
@@ -36,11 +41,11 @@ use datafusion::physical_expr_common::sort_expr::LexRequirement;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion_datasource::boundary_stream::AlignedBoundaryStream;
-use datafusion_datasource::decoder::{DecoderDeserializer, deserialize_stream};
+use datafusion_datasource::decoder::deserialize_stream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 
-use crate::jsonl_decoder::FlatJsonDecoder;
+use crate::jsonl_decoder::{FlatJsonDecoder, FlatJsonDeserializer, SHARE_FROM};
 
 /// The JSON lines format under the name `json` or `jsonl`.
 #[derive(Debug)]
@@ -132,7 +137,23 @@ impl FileFormat for JsonLinesFormat {
         store: &Arc<dyn ObjectStore>,
         objects: &[ObjectMeta],
     ) -> Result<SchemaRef> {
-        self.json.infer_schema(state, store, objects).await
+        let schema = self.json.infer_schema(state, store, objects).await?;
+        if !state
+            .config_options()
+            .execution
+            .parquet
+            .schema_force_view_types
+        {
+            return Ok(schema);
+        }
+        let fields = schema.fields().iter().map(|field| match field.data_type() {
+            DataType::Utf8 => Arc::new(Field::clone(field).with_data_type(DataType::Utf8View)),
+            _ => Arc::clone(field),
+        });
+        Ok(Arc::new(Schema::new_with_metadata(
+            fields.collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        )))
     }
 
     async fn infer_stats(
@@ -299,7 +320,7 @@ impl FileOpener for JsonLinesOpener {
             .await?
             .map_err(DataFusionError::from);
             let input = compression.convert_stream(bytes.boxed())?.fuse();
-            let batches = deserialize_stream(input, DecoderDeserializer::new(decoder));
+            let batches = deserialize_stream(input, FlatJsonDeserializer::new(decoder, SHARE_FROM));
             Ok(batches.map_err(DataFusionError::from).boxed())
         }))
     }

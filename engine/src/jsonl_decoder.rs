@@ -5,6 +5,9 @@
 //! the tape, then again into its array. LM training data is mostly flat lines of a few scalars
 //! and one long text, and on such data those copies and the tape are most of what reading costs.
 //! This decoder parses such lines straight into Arrow builders, copying each string once.
+//! A string without escapes that goes to a `Utf8View` column is not copied at all where its
+//! line came in a large chunk (a local file's mapped piece): its view points into the chunk,
+//! which the batch then shares.
 //!
 //! A line it does not handle itself goes to arrow-json's decoder, and its rows are appended from
 //! there, so values and errors are arrow-json's: an object or array in a projected column, a
@@ -14,19 +17,24 @@
 //! that are not read (unknown keys) are skipped without being checked, as arrow-json ignores
 //! unknown fields.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::{Buf, Bytes};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, NullBuilder,
     StringBuilder, StringViewBuilder,
 };
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::json::reader::Decoder as ArrowJsonDecoder;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion_datasource::decoder::Decoder;
+use datafusion_datasource::decoder::{BatchDeserializer, DeserializerOutput};
+
+use crate::view_text::VIEW_INLINE;
 
 /// Decodes newline-delimited JSON objects of a flat schema into record batches.
 pub struct FlatJsonDecoder {
@@ -45,6 +53,14 @@ pub struct FlatJsonDecoder {
     rows: usize,
     /// The start of a line whose end has not arrived yet.
     partial: Vec<u8>,
+    /// The chunk being decoded, when strings are to be views into it rather than copies.
+    shared: Option<Buffer>,
+    /// Per column: the index of `shared` among its view builder's blocks, once a string of
+    /// the batch points into it.
+    shared_blocks: Vec<Option<u32>>,
+    /// Per column: bytes of strings longer than a view copied into its view builder since
+    /// the last flush (the size of the next batch's block).
+    copied: Vec<usize>,
     /// arrow-json's decoder for the lines this one does not handle; made on first use.
     fallback: Option<ArrowJsonDecoder>,
 }
@@ -118,12 +134,15 @@ impl FlatJsonDecoder {
                 .filter(|&c| !schema.field(c).is_nullable())
                 .collect(),
             cells: vec![Cell::Absent; columns.len()],
+            shared_blocks: vec![None; columns.len()],
+            copied: vec![0; columns.len()],
             columns,
             schema,
             batch_size,
             unescaped: String::new(),
             rows: 0,
             partial: Vec::new(),
+            shared: None,
             fallback: None,
         })
     }
@@ -137,14 +156,15 @@ impl FlatJsonDecoder {
     }
 
     /// Decodes one line (without its newline) into a row, or into as many rows as arrow-json
-    /// finds in it when the line is not one this decoder handles.
-    fn line(&mut self, line: &[u8]) -> Result<(), ArrowError> {
+    /// finds in it when the line is not one this decoder handles. `at` is where the line
+    /// starts in the shared chunk, if it lies in one.
+    fn line(&mut self, line: &[u8], at: Option<usize>) -> Result<(), ArrowError> {
         if line.iter().all(|b| is_whitespace(*b)) {
             return Ok(());
         }
         match simdutf8::basic::from_utf8(line) {
             Ok(text) if self.parse(text).is_some() => {
-                self.append_cells(text);
+                self.append_cells(text, at);
                 Ok(())
             }
             _ => self.line_by_arrow_json(line),
@@ -250,9 +270,14 @@ impl FlatJsonDecoder {
         })
     }
 
-    /// Appends the parsed line's cells as a row; absent keys are null.
-    fn append_cells(&mut self, text: &str) {
-        for (column, cell) in self.columns.iter_mut().zip(&self.cells) {
+    /// Appends the parsed line's cells as a row; absent keys are null. Where the line lies in
+    /// the shared chunk (from `at`), its plain strings in view columns point into the chunk.
+    fn append_cells(&mut self, text: &str, at: Option<usize>) {
+        let shared = at.zip(self.shared.as_ref());
+        let columns = self.columns.iter_mut().zip(&self.cells);
+        for (((column, cell), block), copied) in
+            columns.zip(&mut self.shared_blocks).zip(&mut self.copied)
+        {
             match (column, cell) {
                 (Column::Null(b), _) => b.append_null(),
                 (Column::Boolean(b), Cell::Boolean(v)) => b.append_value(*v),
@@ -262,8 +287,27 @@ impl FlatJsonDecoder {
                 (Column::Utf8(b), Cell::Unescaped(span)) => {
                     b.append_value(&self.unescaped[span.clone()])
                 }
-                (Column::Utf8View(b), Cell::Text(span)) => b.append_value(&text[span.clone()]),
+                (Column::Utf8View(b), Cell::Text(span)) => match shared {
+                    Some((at, chunk)) if span.len() > VIEW_INLINE as usize => {
+                        let block = *block.get_or_insert_with(|| b.append_block(chunk.clone()));
+                        // SAFETY: the block is the chunk the line lies in from `at`, the span
+                        // is within the line, and the line is valid UTF-8 split at ASCII
+                        // quotes.
+                        unsafe {
+                            b.append_view_unchecked(
+                                block,
+                                (at + span.start) as u32,
+                                span.len() as u32,
+                            )
+                        }
+                    }
+                    _ => {
+                        *copied += span.len();
+                        b.append_value(&text[span.clone()])
+                    }
+                },
                 (Column::Utf8View(b), Cell::Unescaped(span)) => {
+                    *copied += span.len();
                     b.append_value(&self.unescaped[span.clone()])
                 }
                 (Column::Boolean(b), _) => b.append_null(),
@@ -312,7 +356,7 @@ impl FlatJsonDecoder {
             };
             let mut line = std::mem::take(&mut self.partial);
             line.extend_from_slice(&buf[..end]);
-            self.line(&line)?;
+            self.line(&line, None)?;
             line.clear();
             self.partial = line;
             pos = end + 1;
@@ -320,7 +364,7 @@ impl FlatJsonDecoder {
         while self.rows < self.batch_size {
             match memchr::memchr(b'\n', &buf[pos..]) {
                 Some(end) => {
-                    self.line(&buf[pos..pos + end])?;
+                    self.line(&buf[pos..pos + end], Some(pos))?;
                     pos += end + 1;
                 }
                 None => {
@@ -331,31 +375,40 @@ impl FlatJsonDecoder {
         }
         Ok(pos)
     }
-}
 
-impl Decoder for FlatJsonDecoder {
-    /// Decodes whole lines of `buf`. An empty `buf` marks the end of the input (DataFusion's
-    /// `DecoderDeserializer` passes one only then), where a last line without a newline ends.
-    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
-        if buf.is_empty() {
+    /// Decodes whole lines at the start of `chunk` until the batch is full; how many bytes it
+    /// used (0 once the batch is full). An empty `chunk` marks the end of the input, where a
+    /// last line without a newline ends. Strings of view columns point into a chunk of
+    /// `share_from` bytes or more.
+    fn decode(&mut self, chunk: &Bytes, share_from: usize) -> Result<usize, ArrowError> {
+        if chunk.is_empty() {
             let last = std::mem::take(&mut self.partial);
-            self.line(&last)?;
+            self.line(&last, None)?;
             return Ok(0);
         }
         if self.rows >= self.batch_size {
             return Ok(0);
         }
-        self.decode_lines(buf)
+        // Views address their block with 32-bit offsets.
+        let shareable = (share_from..u32::MAX as usize).contains(&chunk.len());
+        self.shared = shareable.then(|| Buffer::from(chunk.clone()));
+        self.shared_blocks.fill(None);
+        let used = self.decode_lines(chunk);
+        self.shared = None;
+        used
     }
 
+    /// The rows decoded since the last flush, as a batch.
     fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.shared_blocks.fill(None);
         if self.rows == 0 {
             return Ok(None);
         }
         let arrays: Vec<ArrayRef> = self
             .columns
             .iter_mut()
-            .map(|column| match column {
+            .zip(&mut self.copied)
+            .map(|(column, copied)| match column {
                 // `NullBuilder::finish` leaves its length as it was: start a new one.
                 Column::Null(b) => Arc::new(std::mem::take(b).finish()) as ArrayRef,
                 Column::Boolean(b) => Arc::new(b.finish()),
@@ -373,9 +426,9 @@ impl Decoder for FlatJsonDecoder {
                 }
                 Column::Utf8View(b) => {
                     let array = b.finish();
-                    // As above: the next batch's long strings in one block, sized from this
-                    // batch's (views of 12 bytes or less hold their string themselves).
-                    let text: usize = array.data_buffers().iter().map(|b| b.len()).sum();
+                    // As above: the next batch's copied strings in one block, sized from
+                    // this batch's (views of 12 bytes or less hold their string themselves).
+                    let text = std::mem::take(copied);
                     let block = (text + text / 4).clamp(8 << 10, u32::MAX as usize);
                     *b = StringViewBuilder::with_capacity(array.len())
                         .with_fixed_block_size(block as u32);
@@ -387,9 +440,71 @@ impl Decoder for FlatJsonDecoder {
         self.rows = 0;
         RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options).map(Some)
     }
+}
 
-    fn can_flush_early(&self) -> bool {
-        false
+/// Chunks of at least this many bytes are shared by the batches whose strings point into
+/// them: a local file's mapped pieces ([`crate::local_files::STREAM_CHUNK`]). Smaller ones
+/// (network reads, decompressed blocks) are copied, as a batch would otherwise hold many
+/// small buffers.
+pub const SHARE_FROM: usize = 1 << 20;
+
+/// DataFusion's deserializer interface over [`FlatJsonDecoder`], which needs the input's
+/// chunks themselves (to share them) rather than their bytes.
+#[derive(Debug)]
+pub struct FlatJsonDeserializer {
+    decoder: FlatJsonDecoder,
+    /// Chunks digested and not yet decoded (the first one maybe in part).
+    chunks: VecDeque<Bytes>,
+    share_from: usize,
+    finished: bool,
+}
+
+impl FlatJsonDeserializer {
+    /// Decodes with `decoder`, sharing chunks of `share_from` bytes or more.
+    pub fn new(decoder: FlatJsonDecoder, share_from: usize) -> Self {
+        Self {
+            decoder,
+            chunks: VecDeque::new(),
+            share_from,
+            finished: false,
+        }
+    }
+}
+
+impl BatchDeserializer<Bytes> for FlatJsonDeserializer {
+    fn digest(&mut self, chunk: Bytes) -> usize {
+        let len = chunk.len();
+        if len > 0 {
+            self.chunks.push_back(chunk);
+        }
+        len
+    }
+
+    fn next(&mut self) -> Result<DeserializerOutput, ArrowError> {
+        while let Some(chunk) = self.chunks.front_mut() {
+            let used = self.decoder.decode(chunk, self.share_from)?;
+            chunk.advance(used);
+            if chunk.is_empty() {
+                self.chunks.pop_front();
+            }
+            // Nothing used: the batch is full, or the input ended.
+            if used == 0
+                && let Some(batch) = self.decoder.flush()?
+            {
+                return Ok(DeserializerOutput::RecordBatch(batch));
+            }
+        }
+        Ok(if self.finished {
+            DeserializerOutput::InputExhausted
+        } else {
+            DeserializerOutput::RequiresMoreData
+        })
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        // The empty chunk that tells the decoder the input ended.
+        self.chunks.push_back(Bytes::new());
     }
 }
 
@@ -591,6 +706,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::compute::concat_batches;
     use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion_datasource::decoder::{Decoder, DecoderDeserializer};
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -634,44 +750,55 @@ mod tests {
         r#"{"id": 10, "text": "no newline at the end"}"#,
     );
 
-    /// Decodes `input` fed in pieces of `piece` bytes, as DataFusion's deserializer feeds it.
+    /// Decodes `input` fed in pieces of `piece` bytes, as DataFusion's scan feeds it.
     fn decode_in_pieces(
-        decoder: &mut dyn Decoder,
+        deserializer: &mut dyn BatchDeserializer<Bytes>,
         input: &[u8],
         piece: usize,
     ) -> Result<Vec<RecordBatch>, ArrowError> {
         let mut batches = Vec::new();
-        for chunk in input.chunks(piece).chain([&[][..]]) {
-            let mut rest = chunk;
-            loop {
-                let used = decoder.decode(rest)?;
-                rest = &rest[used..];
-                if used == 0 {
-                    batches.extend(decoder.flush()?);
-                }
-                if rest.is_empty() {
-                    break;
-                }
+        let mut take = |deserializer: &mut dyn BatchDeserializer<Bytes>| loop {
+            match deserializer.next()? {
+                DeserializerOutput::RecordBatch(batch) => batches.push(batch),
+                _ => return Ok::<_, ArrowError>(()),
             }
+        };
+        for chunk in input.chunks(piece) {
+            deserializer.digest(Bytes::copy_from_slice(chunk));
+            take(deserializer)?;
         }
-        batches.extend(decoder.flush()?);
+        deserializer.finish();
+        take(deserializer)?;
         Ok(batches)
     }
 
+    /// [`FlatJsonDecoder`] over `input` in pieces of `piece` bytes, sharing pieces of
+    /// `share_from` bytes or more.
+    fn flat(
+        schema: SchemaRef,
+        batch_size: usize,
+        input: &[u8],
+        piece: usize,
+        share_from: usize,
+    ) -> Result<Vec<RecordBatch>, ArrowError> {
+        let decoder = FlatJsonDecoder::try_new(schema, batch_size).unwrap();
+        let mut deserializer = FlatJsonDeserializer::new(decoder, share_from);
+        decode_in_pieces(&mut deserializer, input, piece)
+    }
+
+    fn arrow_json_batches(schema: SchemaRef, input: &[u8]) -> Result<Vec<RecordBatch>, ArrowError> {
+        let decoder = ArrowJson(ReaderBuilder::new(schema).build_decoder().unwrap());
+        decode_in_pieces(&mut DecoderDeserializer::new(decoder), input, input.len())
+    }
+
     fn arrow_json(input: &[u8]) -> RecordBatch {
-        let batches = decode_in_pieces(&mut ArrowJson::new(), input, input.len()).unwrap();
+        let batches = arrow_json_batches(schema(), input).unwrap();
         concat_batches(&schema(), &batches).unwrap()
     }
 
     /// arrow-json's decoder over the whole input, as DataFusion's JSON reader runs it.
     #[derive(Debug)]
     struct ArrowJson(ArrowJsonDecoder);
-
-    impl ArrowJson {
-        fn new() -> Self {
-            Self(ReaderBuilder::new(schema()).build_decoder().unwrap())
-        }
-    }
 
     impl Decoder for ArrowJson {
         fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
@@ -691,14 +818,49 @@ mod tests {
         assert_eq!(expected.num_rows(), 13);
         for batch_size in [1, 3, 8192] {
             for piece in [1, 2, 7, 64, LINES.len()] {
-                let mut decoder = FlatJsonDecoder::try_new(schema(), batch_size).unwrap();
-                let batches = decode_in_pieces(&mut decoder, LINES.as_bytes(), piece).unwrap();
-                // A line of two objects adds two rows at once.
-                assert!(batches.iter().all(|b| b.num_rows() <= batch_size + 1));
-                let got = concat_batches(&schema(), &batches).unwrap();
-                assert_eq!(got, expected, "batch size {batch_size}, pieces of {piece}");
+                // Pieces copied, and pieces shared by the views that point into them.
+                for share_from in [usize::MAX, 0] {
+                    let batches =
+                        flat(schema(), batch_size, LINES.as_bytes(), piece, share_from).unwrap();
+                    // A line of two objects adds two rows at once.
+                    assert!(batches.iter().all(|b| b.num_rows() <= batch_size + 1));
+                    let got = concat_batches(&schema(), &batches).unwrap();
+                    assert_eq!(
+                        got, expected,
+                        "batch size {batch_size}, pieces of {piece}, shared from {share_from}"
+                    );
+                }
             }
         }
+    }
+
+    /// Long plain strings of a shared piece are views into it; the rest are copies.
+    #[test]
+    fn views_point_into_shared_pieces() {
+        let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8View, true)]));
+        let input = concat!(
+            r#"{"t": "a string longer than twelve bytes"}"#,
+            "\n",
+            r#"{"t": "short"}"#,
+            "\n",
+            r#"{"t": "escaped \"quotes\" are copied"}"#,
+            "\n",
+        );
+        let batches = flat(Arc::clone(&schema), 8192, input.as_bytes(), input.len(), 0).unwrap();
+        let array = batches[0].column(0).as_string_view();
+        let expected = [
+            "a string longer than twelve bytes",
+            "short",
+            "escaped \"quotes\" are copied",
+        ];
+        assert_eq!(array.iter().collect::<Vec<_>>(), expected.map(Some));
+        // The first buffer is the piece itself, the second holds the unescaped copy.
+        assert_eq!(array.data_buffers()[0].as_slice(), input.as_bytes());
+        assert_eq!(array.data_buffers()[1].as_slice(), expected[2].as_bytes());
+        let copied = flat(schema, 8192, input.as_bytes(), input.len(), usize::MAX).unwrap();
+        let array = copied[0].column(0).as_string_view();
+        assert_eq!(array.data_buffers().len(), 1);
+        assert_ne!(array.data_buffers()[0].as_slice(), input.as_bytes());
     }
 
     #[test]
@@ -716,9 +878,8 @@ mod tests {
             r#"{"nothing": 1}"#,
         ] {
             let input = format!("{{\"id\": 1}}\n{bad}\n{{\"id\": 2}}\n");
-            let mut decoder = FlatJsonDecoder::try_new(schema(), 8192).unwrap();
-            let ours = decode_in_pieces(&mut decoder, input.as_bytes(), 5);
-            let theirs = decode_in_pieces(&mut ArrowJson::new(), input.as_bytes(), input.len());
+            let ours = flat(schema(), 8192, input.as_bytes(), 5, 0);
+            let theirs = arrow_json_batches(schema(), input.as_bytes());
             match (ours, theirs) {
                 (Err(ours), Err(theirs)) => assert!(
                     matches!(ours, ArrowError::JsonError(_))
@@ -737,10 +898,8 @@ mod tests {
             Field::new("text", DataType::Utf8, true),
         ]));
         let input = b"{\"id\": 1}\n{\"text\": \"no id\"}\n";
-        let mut decoder = FlatJsonDecoder::try_new(Arc::clone(&schema), 8192).unwrap();
-        let ours = decode_in_pieces(&mut decoder, input, input.len()).unwrap_err();
-        let mut arrow = ArrowJson(ReaderBuilder::new(schema).build_decoder().unwrap());
-        let theirs = decode_in_pieces(&mut arrow, input, input.len()).unwrap_err();
+        let ours = flat(Arc::clone(&schema), 8192, input, input.len(), 0).unwrap_err();
+        let theirs = arrow_json_batches(schema, input).unwrap_err();
         assert_eq!(ours.to_string(), theirs.to_string());
     }
 
@@ -748,8 +907,7 @@ mod tests {
     fn invalid_utf8_fails() {
         let mut input = br#"{"text": "ok"}"#.to_vec();
         input.extend_from_slice(b"\n{\"text\": \"\xff\"}\n");
-        let mut decoder = FlatJsonDecoder::try_new(schema(), 8192).unwrap();
-        assert!(decode_in_pieces(&mut decoder, &input, input.len()).is_err());
+        assert!(flat(schema(), 8192, &input, input.len(), 0).is_err());
     }
 
     #[test]

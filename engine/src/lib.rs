@@ -51,6 +51,7 @@ pub mod session;
 pub mod shuffle;
 pub mod spill;
 pub mod stage;
+pub mod view_text;
 
 pub use error::DeltError;
 pub use runner::Runner;
