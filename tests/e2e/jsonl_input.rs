@@ -83,3 +83,67 @@ fn lines_of_every_kind_read_the_same_whatever_the_ranges_and_columns() {
         );
     }
 }
+
+/// Strings of a local file large enough to be read in mapped pieces are views into it; a fold
+/// written back as JSON lines gathers them. The output is byte for byte that of the same query
+/// reading plain (copied) strings.
+#[test]
+fn strings_read_as_views_fold_as_copied_strings_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::new();
+    for id in 0..60_000i64 {
+        let text = match id % 4 {
+            0 => format!("escaped \"{id}\"\n"),
+            1 => format!("short {}", id % 10),
+            _ => format!(
+                "{id} {}",
+                "plain words of a document ".repeat((id % 9) as usize + 1)
+            ),
+        };
+        let line = json!({"id": id, "score": (id * 7919 % 1000) as f64 / 10.0, "text": text});
+        input.push_str(&line.to_string());
+        input.push('\n');
+    }
+    // Two partitions of over 1 MiB each, read in mapped pieces: views span pieces and batches.
+    assert!(input.len() > 6 << 20, "{} bytes", input.len());
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    let source = p(dir.path(), "in.jsonl");
+    let fold = |name: &str, settings: &[&str]| {
+        let out = dir.path().join(name);
+        let copy = format!(
+            "COPY (SELECT * FROM '{source}' ORDER BY fold_order(score, 3)) TO '{}'",
+            out.display()
+        );
+        let types = format!("SELECT DISTINCT arrow_typeof(text) FROM '{source}'");
+        let mut statements = vec!["SET datafusion.optimizer.repartition_file_min_size = 1000"];
+        statements.extend(settings);
+        statements.extend([copy.as_str(), types.as_str()]);
+        let shown = run_sql(&statements, &["--threads", "2", "--format", "csv"]);
+        (
+            std::fs::read(out).unwrap(),
+            String::from_utf8(shown.stdout).unwrap(),
+        )
+    };
+    let (views, views_type) = fold("views.jsonl", &[]);
+    let (copies, copies_type) = fold(
+        "copies.jsonl",
+        &["SET datafusion.execution.parquet.schema_force_view_types = false"],
+    );
+    assert!(views_type.contains("Utf8View"), "{views_type}");
+    assert!(
+        !copies_type.contains("Utf8View") && copies_type.contains("Utf8"),
+        "{copies_type}"
+    );
+    assert_eq!(views.len(), copies.len());
+    assert!(views == copies, "the two folds differ");
+    let ids: Vec<i64> = String::from_utf8(views)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 60_000);
+}
