@@ -11,7 +11,7 @@ Generates N rows (id, score with ties, 50-300 bytes of random text) as Parquet, 
                  (the steps of the reference repository's ordering script)
   delt jsonl     delt's fold on that same JSONL, JSONL -> JSONL
 Each run is a separate process; wall time and peak memory (max RSS) are measured around it.
-The runs go in rounds (--repeat, 3 by default), each round every run once, and the table
+The runs go in rounds (--repeat, 5 by default), each round every run once, and the table
 shows each run's median wall time and its largest peak.
 All use --threads threads and Parquet compressed with zstd level 1 (delt's default). The
 outputs of the three folds are checked to be the same order before any figure is printed.
@@ -151,7 +151,7 @@ def main():
     parser.add_argument("--workdir", default="bench-data")
     parser.add_argument("--scaling", default="", help="comma-separated sizes for delt fold alone")
     parser.add_argument("--scaling-memory-limit", default="6G")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=int, default=5,
                         help="rounds of every run; the table shows each run's median wall time")
     args = parser.parse_args()
     work = Path(args.workdir)
