@@ -194,9 +194,13 @@ def main():
     # the old file's cached pages (0.1-0.5 s for these files on this VM), whichever tool writes.
     # Then the page cache is synced, untimed, so that no run pays for writing back the file the
     # run before it wrote (the run after the reference lost up to 0.4 s to its JSONL on this VM).
+    # Each round starts one run later than the one before, so that no run always follows the
+    # same one: a run that has just freed gigabytes leaves the next one fresh memory that this
+    # VM's host may first have to fault in.
     samples = {run[0]: [] for run in runs}
     for round_ in range(args.repeat):
-        for name, _, cmd, env, output in runs:
+        start = round_ % len(runs)
+        for name, _, cmd, env, output in runs[start:] + runs[:start]:
             print(f"round {round_ + 1}/{args.repeat}: {name} ...", file=sys.stderr)
             output.unlink(missing_ok=True)
             os.sync()
