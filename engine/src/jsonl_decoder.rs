@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, NullBuilder,
-    StringBuilder, StringViewBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, MAX_INLINE_VIEW_LEN,
+    NullBuilder, StringBuilder, StringViewBuilder,
 };
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, SchemaRef};
@@ -33,8 +33,6 @@ use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::json::reader::Decoder as ArrowJsonDecoder;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_datasource::decoder::{BatchDeserializer, DeserializerOutput};
-
-use crate::view_text::VIEW_INLINE;
 
 /// Decodes newline-delimited JSON objects of a flat schema into record batches.
 pub struct FlatJsonDecoder {
@@ -288,7 +286,7 @@ impl FlatJsonDecoder {
                     b.append_value(&self.unescaped[span.clone()])
                 }
                 (Column::Utf8View(b), Cell::Text(span)) => match shared {
-                    Some((at, chunk)) if span.len() > VIEW_INLINE as usize => {
+                    Some((at, chunk)) if span.len() > MAX_INLINE_VIEW_LEN as usize => {
                         let block = *block.get_or_insert_with(|| b.append_block(chunk.clone()));
                         // SAFETY: the block is the chunk the line lies in from `at`, the span
                         // is within the line, and the line is valid UTF-8 split at ASCII

@@ -7,11 +7,10 @@
 //! loop that does nothing else, asking for each string some rows ahead, so that many misses
 //! overlap; the writer then reads them in order.
 
-use datafusion::arrow::array::{Array, ByteView, LargeStringArray, StringViewArray};
+use datafusion::arrow::array::{
+    Array, ByteView, LargeStringArray, MAX_INLINE_VIEW_LEN, StringViewArray,
+};
 use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
-
-/// The longest string an Arrow view holds itself.
-pub const VIEW_INLINE: u32 = 12;
 
 /// How many rows ahead [`gather`] asks for a string.
 const PREFETCH_ROWS: usize = 16;
@@ -21,7 +20,7 @@ const PREFETCH_ROWS: usize = 16;
 pub fn in_order(array: &StringViewArray) -> bool {
     let mut last = (0, 0);
     array.views().iter().all(|&view| {
-        if view as u32 <= VIEW_INLINE {
+        if view as u32 <= MAX_INLINE_VIEW_LEN {
             return true;
         }
         let view = ByteView::from(view);
@@ -36,7 +35,7 @@ pub fn in_order(array: &StringViewArray) -> bool {
 pub fn gather(array: &StringViewArray) -> LargeStringArray {
     let long = |row: usize| {
         let view = array.views()[row];
-        (view as u32 > VIEW_INLINE && array.is_valid(row)).then(|| ByteView::from(view))
+        (view as u32 > MAX_INLINE_VIEW_LEN && array.is_valid(row)).then(|| ByteView::from(view))
     };
     let text = |view: ByteView| {
         let buffer = &array.data_buffers()[view.buffer_index as usize];
@@ -46,9 +45,8 @@ pub fn gather(array: &StringViewArray) -> LargeStringArray {
     let mut offsets: Vec<i64> = Vec::with_capacity(array.len() + 1);
     offsets.push(0);
     for row in 0..array.len() {
-        if let Some(ahead) = (row + PREFETCH_ROWS < array.len())
-            .then(|| long(row + PREFETCH_ROWS))
-            .flatten()
+        if row + PREFETCH_ROWS < array.len()
+            && let Some(ahead) = long(row + PREFETCH_ROWS)
         {
             for line in text(ahead).chunks(64) {
                 prefetch(line.as_ptr());
