@@ -3,16 +3,15 @@
 //! After a sort or fold, consecutive rows' views point anywhere in the input: each string read
 //! is a cache miss, and on the 4 KiB pages of a mapped file a TLB miss too. A loop that does
 //! much work per row (the JSON encoder) has too few of those misses in flight at once, and
-//! pays each one's full latency. [`gather`] first copies the strings into one buffer in a
-//! loop that does nothing else, asking for each string some rows ahead, so that many misses
-//! overlap; the writer then reads them in order.
+//! pays each one's full latency. [`Gathered`] first copies the strings of a few hundred rows into
+//! one buffer in a loop that does nothing else, asking for each string some rows ahead, so that
+//! many misses overlap; the writer then reads them in order, from the cache.
 
-use datafusion::arrow::array::{
-    Array, ByteView, LargeStringArray, MAX_INLINE_VIEW_LEN, StringViewArray,
-};
-use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
+use std::ops::Range;
 
-/// How many rows ahead [`gather`] asks for a string.
+use datafusion::arrow::array::{Array, ByteView, MAX_INLINE_VIEW_LEN, StringViewArray};
+
+/// How many rows ahead [`Gathered::gather`] asks for a string.
 const PREFETCH_ROWS: usize = 16;
 
 /// Whether the strings of `array` that lie in its buffers come in the order they lie in
@@ -31,41 +30,65 @@ pub fn in_order(array: &StringViewArray) -> bool {
     })
 }
 
-/// The strings of `array`, copied in row order into one buffer.
-pub fn gather(array: &StringViewArray) -> LargeStringArray {
-    let long = |row: usize| {
-        let view = array.views()[row];
-        (view as u32 > MAX_INLINE_VIEW_LEN && array.is_valid(row)).then(|| ByteView::from(view))
-    };
-    let text = |view: ByteView| {
-        let buffer = &array.data_buffers()[view.buffer_index as usize];
-        &buffer[view.offset as usize..][..view.length as usize]
-    };
-    let mut values: Vec<u8> = Vec::with_capacity(array.total_bytes_len());
-    let mut offsets: Vec<i64> = Vec::with_capacity(array.len() + 1);
-    offsets.push(0);
-    for row in 0..array.len() {
-        if row + PREFETCH_ROWS < array.len()
-            && let Some(ahead) = long(row + PREFETCH_ROWS)
-        {
-            for line in text(ahead).chunks(64) {
-                prefetch(line.as_ptr());
-            }
+/// The strings of a few rows of a string view array at a time, copied in row order into a
+/// buffer that each next range of rows reuses: small ranges keep the copy in the cache for
+/// the writer that reads it next.
+pub struct Gathered<'a> {
+    array: &'a StringViewArray,
+    values: Vec<u8>,
+    /// Where the string of each gathered row ends in `values`.
+    ends: Vec<usize>,
+    /// The first gathered row.
+    first: usize,
+}
+
+impl<'a> Gathered<'a> {
+    /// Nothing gathered yet.
+    pub fn new(array: &'a StringViewArray) -> Self {
+        Self {
+            array,
+            values: Vec::new(),
+            ends: Vec::new(),
+            first: 0,
         }
-        match long(row) {
-            Some(view) => values.extend_from_slice(text(view)),
-            None => values.extend_from_slice(array.value(row).as_bytes()),
-        }
-        offsets.push(values.len() as i64);
     }
-    // SAFETY: the offsets start at 0 and grow to the length of `values`, which holds whole
-    // strings of a string array.
-    unsafe {
-        LargeStringArray::new_unchecked(
-            OffsetBuffer::new_unchecked(offsets.into()),
-            Buffer::from(values),
-            array.nulls().cloned(),
-        )
+
+    /// Gathers the strings of `rows` (null rows as empty strings) in place of the last ones,
+    /// asking for each string some rows ahead, past the end of `rows` too.
+    pub fn gather(&mut self, rows: Range<usize>) {
+        let array = self.array;
+        let long = |row: usize| {
+            let view = array.views()[row];
+            (view as u32 > MAX_INLINE_VIEW_LEN && array.is_valid(row)).then(|| ByteView::from(view))
+        };
+        let text = |view: ByteView| {
+            let buffer = &array.data_buffers()[view.buffer_index as usize];
+            &buffer[view.offset as usize..][..view.length as usize]
+        };
+        self.values.clear();
+        self.ends.clear();
+        self.first = rows.start;
+        for row in rows {
+            if row + PREFETCH_ROWS < array.len()
+                && let Some(ahead) = long(row + PREFETCH_ROWS)
+            {
+                for line in text(ahead).chunks(64) {
+                    prefetch(line.as_ptr());
+                }
+            }
+            match long(row) {
+                Some(view) => self.values.extend_from_slice(text(view)),
+                None => self.values.extend_from_slice(array.value(row).as_bytes()),
+            }
+            self.ends.push(self.values.len());
+        }
+    }
+
+    /// The string of `row`, which must be one of the rows gathered last.
+    pub fn value(&self, row: usize) -> &[u8] {
+        let at = row - self.first;
+        let start = if at == 0 { 0 } else { self.ends[at - 1] };
+        &self.values[start..self.ends[at]]
     }
 }
 
@@ -111,17 +134,24 @@ mod tests {
     #[test]
     fn gathered_strings_equal_the_views() {
         let array = scattered();
-        let gathered = gather(&array);
-        assert_eq!(
-            gathered.iter().collect::<Vec<_>>(),
-            array.iter().collect::<Vec<_>>()
-        );
-        assert_eq!(gathered.null_count(), 1);
-        let sliced = array.slice(1, 3);
-        assert_eq!(
-            gather(&sliced).iter().collect::<Vec<_>>(),
-            sliced.iter().collect::<Vec<_>>()
-        );
+        for array in [array.clone(), array.slice(1, 3)] {
+            // Ranges of every size, in turn, reusing one buffer.
+            for size in 1..=array.len() {
+                let mut gathered = Gathered::new(&array);
+                for start in (0..array.len()).step_by(size) {
+                    let rows = start..(start + size).min(array.len());
+                    gathered.gather(rows.clone());
+                    for row in rows {
+                        let expected = if array.is_valid(row) {
+                            array.value(row)
+                        } else {
+                            ""
+                        };
+                        assert_eq!(gathered.value(row), expected.as_bytes(), "row {row}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
