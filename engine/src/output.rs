@@ -215,9 +215,10 @@ impl CopyTarget {
         mut stream: SendableRecordBatchStream,
         written: &AtomicU64,
     ) -> std::result::Result<u64, DeltError> {
+        let path = self.url.prefix().clone();
         let mut file = OpenFile::create(
-            store,
-            self.url.prefix().clone(),
+            self.upload(store, path.clone()),
+            path,
             &self.format,
             stream.schema(),
         );
@@ -278,7 +279,12 @@ impl CopyTarget {
             let path = staging
                 .clone()
                 .join(format!("{index:010}.{}", self.format.extension()));
-            OpenFile::create(Arc::clone(&store), path, &self.format, Arc::clone(&schema))
+            OpenFile::create(
+                self.upload(Arc::clone(&store), path.clone()),
+                path,
+                &self.format,
+                Arc::clone(&schema),
+            )
         };
         let outcome = async {
             while let Some(mut batch) = stream.try_next().await? {
@@ -317,6 +323,20 @@ impl CopyTarget {
             return Err(e);
         }
         Ok(shards)
+    }
+
+    /// A buffered upload of one file to `path` in `store`, the destination's store. S3 wants
+    /// parts of 5 MiB or more and gains from several at once, so other stores get object_store's
+    /// defaults (10 MiB parts, 8 at once). A local file is written under one lock, one part after
+    /// another, so large parts in flight only hold memory: in a 1M-row JSON lines fold they and
+    /// the batches encoding held 110 MB, which the process had to fault in afresh.
+    fn upload(&self, store: Arc<dyn ObjectStore>, path: Path) -> BufWriter {
+        if self.url.scheme() == "file" {
+            BufWriter::with_capacity(store, path, LOCAL_PART_BYTES)
+                .with_max_concurrency(LOCAL_PARTS_IN_FLIGHT)
+        } else {
+            BufWriter::new(store, path)
+        }
     }
 
     /// Moves the staged shards into the destination and removes older shards there.
@@ -455,6 +475,16 @@ enum TextFormat {
 /// Text batches encoding at once.
 const TEXT_IN_FLIGHT: usize = 4;
 
+/// Rows that one task encodes as text at most: larger batches (a fold emits 32K rows at a time)
+/// are encoded in pieces, so that what is in flight stays a few MB.
+const TEXT_PIECE_ROWS: usize = 8192;
+
+/// Bytes of each part of an upload to a local file.
+const LOCAL_PART_BYTES: usize = 2 << 20;
+
+/// Parts of an upload to a local file written or waiting at once.
+const LOCAL_PARTS_IN_FLIGHT: usize = 2;
+
 fn encode_text(format: &TextFormat, batch: &RecordBatch, header: bool) -> DfResult<Vec<u8>> {
     let mut buffer = Vec::new();
     match format {
@@ -469,7 +499,7 @@ fn encode_text(format: &TextFormat, batch: &RecordBatch, header: bool) -> DfResu
 }
 
 impl OpenFile {
-    fn create(store: Arc<dyn ObjectStore>, path: Path, format: &Format, schema: SchemaRef) -> Self {
+    fn create(upload: BufWriter, path: Path, format: &Format, schema: SchemaRef) -> Self {
         let encoder = match format {
             Format::Parquet(props, encodings) => {
                 Encoder::Parquet(Box::new(ParallelParquetWriter::new(
@@ -490,7 +520,7 @@ impl OpenFile {
             },
         };
         Self {
-            upload: BufWriter::new(store, path.clone()),
+            upload,
             path,
             schema,
             encoder,
@@ -507,17 +537,30 @@ impl OpenFile {
                 }
                 Ok(())
             }
-            Encoder::Text {
-                format,
-                encoding,
-                header_done,
-            } => {
-                let header = matches!(format, TextFormat::Csv(b) if b.header()) && !*header_done;
-                *header_done = true;
-                let (format, batch) = (format.clone(), batch.clone());
-                encoding.start(move || encode_text(&format, &batch, header));
-                self.drain_text(TEXT_IN_FLIGHT).await
+            Encoder::Text { .. } => {
+                // `max(1)`: an empty batch is encoded too (a CSV header when no rows came).
+                for start in (0..batch.num_rows().max(1)).step_by(TEXT_PIECE_ROWS) {
+                    let rows = TEXT_PIECE_ROWS.min(batch.num_rows() - start);
+                    self.start_text(batch.slice(start, rows));
+                    self.drain_text(TEXT_IN_FLIGHT).await?;
+                }
+                Ok(())
             }
+        }
+    }
+
+    /// Starts encoding `piece` as text on a blocking thread.
+    fn start_text(&mut self, piece: RecordBatch) {
+        if let Encoder::Text {
+            format,
+            encoding,
+            header_done,
+        } = &mut self.encoder
+        {
+            let header = matches!(format, TextFormat::Csv(b) if b.header()) && !*header_done;
+            *header_done = true;
+            let format = format.clone();
+            encoding.start(move || encode_text(&format, &piece, header));
         }
     }
 
