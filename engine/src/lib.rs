@@ -23,6 +23,7 @@
 
 pub mod create_function;
 pub mod diagnose;
+pub mod direct_file;
 pub mod efficacy;
 pub mod encodings;
 pub mod error;

@@ -16,6 +16,7 @@
 //! trainer reads) and CSV.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,6 +42,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use crate::direct_file::DirectFile;
 use crate::encodings::EncodingChoices;
 use crate::error::{DeltError, Result};
 use crate::in_order::InOrder;
@@ -217,7 +219,7 @@ impl CopyTarget {
     ) -> std::result::Result<u64, DeltError> {
         let path = self.url.prefix().clone();
         let mut file = OpenFile::create(
-            self.upload(store, path.clone()),
+            self.upload(store, &path)?,
             path,
             &self.format,
             stream.schema(),
@@ -279,19 +281,19 @@ impl CopyTarget {
             let path = staging
                 .clone()
                 .join(format!("{index:010}.{}", self.format.extension()));
-            OpenFile::create(
-                self.upload(Arc::clone(&store), path.clone()),
+            Ok::<_, DeltError>(OpenFile::create(
+                self.upload(Arc::clone(&store), &path)?,
                 path,
                 &self.format,
                 Arc::clone(&schema),
-            )
+            ))
         };
         let outcome = async {
             while let Some(mut batch) = stream.try_next().await? {
                 while batch.num_rows() > 0 {
                     let file = match &mut open {
                         Some(file) => file,
-                        None => open.insert(new_shard(shards.len())),
+                        None => open.insert(new_shard(shards.len())?),
                     };
                     let room = self.rows_per_shard - file.rows as usize;
                     let head = batch.slice(0, room.min(batch.num_rows()));
@@ -307,7 +309,7 @@ impl CopyTarget {
             }
             // An empty result still gets one (empty) shard, so the schema survives.
             if open.is_none() && shards.is_empty() {
-                open = Some(new_shard(0));
+                open = Some(new_shard(0)?);
             }
             if let Some(file) = open.take() {
                 let path = file.path.clone();
@@ -325,17 +327,17 @@ impl CopyTarget {
         Ok(shards)
     }
 
-    /// A buffered upload of one file to `path` in `store`, the destination's store. S3 wants
-    /// parts of 5 MiB or more and gains from several at once, so other stores get object_store's
-    /// defaults (10 MiB parts, 8 at once). A local file is written under one lock, one part after
-    /// another, so large parts in flight only hold memory: in a 1M-row JSON lines fold they and
-    /// the batches encoding held 110 MB, which the process had to fault in afresh.
-    fn upload(&self, store: Arc<dyn ObjectStore>, path: Path) -> BufWriter {
+    /// The upload of one file to `path` in `store`, the destination's store: a local file is
+    /// written straight to disk ([`DirectFile`]); others go through object_store's buffered
+    /// multipart upload.
+    fn upload(&self, store: Arc<dyn ObjectStore>, path: &Path) -> Result<Upload> {
         if self.url.scheme() == "file" {
-            BufWriter::with_capacity(store, path, LOCAL_PART_BYTES)
-                .with_max_concurrency(LOCAL_PARTS_IN_FLIGHT)
+            let local = PathBuf::from(format!("/{path}"));
+            DirectFile::create(local.clone())
+                .map(Upload::Local)
+                .map_err(|e| DeltError::io(format!("creating {}", local.display()), e))
         } else {
-            BufWriter::new(store, path)
+            Ok(Upload::Store(BufWriter::new(store, path.clone())))
         }
     }
 
@@ -439,9 +441,15 @@ async fn remove_all(store: &dyn ObjectStore, dir: &Path, url: &ListingTableUrl) 
 struct OpenFile {
     path: Path,
     schema: SchemaRef,
-    upload: BufWriter,
+    upload: Upload,
     encoder: Encoder,
     rows: u64,
+}
+
+/// Where an output file's bytes go.
+enum Upload {
+    Store(BufWriter),
+    Local(DirectFile),
 }
 
 enum Encoder {
@@ -479,12 +487,6 @@ const TEXT_IN_FLIGHT: usize = 4;
 /// are encoded in pieces, so that what is in flight stays a few MB.
 const TEXT_PIECE_ROWS: usize = 8192;
 
-/// Bytes of each part of an upload to a local file.
-const LOCAL_PART_BYTES: usize = 2 << 20;
-
-/// Parts of an upload to a local file written or waiting at once.
-const LOCAL_PARTS_IN_FLIGHT: usize = 2;
-
 fn encode_text(format: &TextFormat, batch: &RecordBatch, header: bool) -> DfResult<Vec<u8>> {
     let mut buffer = Vec::new();
     match format {
@@ -499,7 +501,7 @@ fn encode_text(format: &TextFormat, batch: &RecordBatch, header: bool) -> DfResu
 }
 
 impl OpenFile {
-    fn create(upload: BufWriter, path: Path, format: &Format, schema: SchemaRef) -> Self {
+    fn create(upload: Upload, path: Path, format: &Format, schema: SchemaRef) -> Self {
         let encoder = match format {
             Format::Parquet(props, encodings) => {
                 Encoder::Parquet(Box::new(ParallelParquetWriter::new(
@@ -579,11 +581,15 @@ impl OpenFile {
     }
 
     async fn put(&mut self, bytes: Bytes) -> Result<()> {
-        if !bytes.is_empty() {
-            self.upload
-                .put(bytes)
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match &mut self.upload {
+            Upload::Store(upload) => upload.put(bytes).await.map_err(DataFusionError::from)?,
+            Upload::Local(file) => file
+                .write(&bytes)
                 .await
-                .map_err(DataFusionError::from)?;
+                .map_err(|e| DeltError::io(format!("writing {}", self.path), e))?,
         }
         Ok(())
     }
@@ -608,15 +614,24 @@ impl OpenFile {
                 self.put(piece).await?;
             }
         }
-        self.upload
-            .shutdown()
-            .await
-            .map_err(|e| DeltError::io(format!("completing {}", self.path), e))?;
+        let completing = |e| DeltError::io(format!("completing {}", self.path), e);
+        match self.upload {
+            Upload::Store(mut upload) => upload.shutdown().await.map_err(completing)?,
+            Upload::Local(file) => {
+                file.finish().await.map_err(completing)?;
+            }
+        }
         Ok(rows)
     }
 
-    async fn abort(mut self) {
-        let _ = self.upload.abort().await;
+    async fn abort(self) {
+        match self.upload {
+            Upload::Store(mut upload) => {
+                let _ = upload.abort().await;
+            }
+            // Dropped unfinished, it removes what it wrote.
+            Upload::Local(file) => drop(file),
+        }
     }
 }
 
