@@ -30,7 +30,8 @@ const BUFFER_BYTES: usize = 4 << 20;
 #[repr(C, align(4096))]
 struct Block([u8; BLOCK]);
 
-/// A page-aligned buffer and how many of its bytes are filled.
+/// A page-aligned buffer and how many of its bytes are filled (the default one has none).
+#[derive(Default)]
 struct Buffer {
     blocks: Vec<Block>,
     len: usize,
@@ -45,14 +46,13 @@ impl Buffer {
     }
 
     fn space(&mut self) -> &mut [u8] {
+        let bytes = self.blocks.len() * BLOCK;
         // SAFETY: the blocks are plain bytes, contiguous in the vector's allocation.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<u8>(), BUFFER_BYTES)
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<u8>(), bytes) }
     }
 
     fn filled(&self) -> &[u8] {
-        // SAFETY: as in `space`; `len` is at most BUFFER_BYTES.
+        // SAFETY: as in `space`; `len` is at most the blocks' bytes.
         unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<u8>(), self.len) }
     }
 }
@@ -73,7 +73,9 @@ impl DirectFile {
     /// Starts writing `destination`, creating its directory if it has none.
     pub fn create(destination: PathBuf) -> io::Result<Self> {
         if let Some(dir) = destination.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                io::Error::new(e.kind(), format!("its directory {}: {e}", dir.display()))
+            })?;
         }
         let name = destination
             .file_name()
@@ -136,20 +138,17 @@ impl DirectFile {
         let (file, offset) = (Arc::clone(&self.file), self.offset);
         let temporary = self.temporary.take().expect("not finished yet");
         let destination = self.destination.clone();
-        let filling = std::mem::replace(
-            &mut self.filling,
-            Buffer {
-                blocks: Vec::new(),
-                len: 0,
-            },
-        );
+        let filling = std::mem::take(&mut self.filling);
         let written = tokio::task::spawn_blocking(move || {
             let bytes = filling.filled();
-            write_at(&file, &bytes[..whole], offset)?;
-            buffered(&file)?;
-            write_at(&file, &bytes[whole..], offset + whole as u64)?;
-            std::fs::rename(&temporary, &destination)?;
-            Ok::<_, io::Error>(offset + bytes.len() as u64)
+            let finished = write_at(&file, &bytes[..whole], offset)
+                .and_then(|()| buffered(&file))
+                .and_then(|()| write_at(&file, &bytes[whole..], offset + whole as u64))
+                .and_then(|()| std::fs::rename(&temporary, &destination));
+            if finished.is_err() {
+                let _ = std::fs::remove_file(&temporary);
+            }
+            finished.map(|()| offset + bytes.len() as u64)
         })
         .await;
         match written {

@@ -182,3 +182,17 @@ fn csv_output_has_one_header_even_when_empty() {
     assert_eq!(ids, reference_fold(&rows(3000, 4, false), 3, "asc"));
     assert_eq!(std::fs::read_to_string(&empty).unwrap(), "id,score\n");
 }
+
+/// A local destination that cannot be created fails naming the file, without a panic, and
+/// leaves no partial file.
+#[test]
+fn unwritable_destination_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet_files(&dir.path().join("in"), &rows(100, 5, false), 1);
+    let input = p(dir.path(), "in/");
+    std::fs::write(dir.path().join("plain"), b"a file, not a directory").unwrap();
+    let target = p(dir.path(), "plain/out.jsonl");
+    let stderr = fail_sql(&[&format!("COPY (SELECT * FROM '{input}') TO '{target}'")]);
+    assert!(stderr.contains("plain/out.jsonl"), "{stderr}");
+    assert_eq!(names(dir.path()), ["in", "plain"]);
+}
