@@ -78,7 +78,10 @@ impl<'a> Gathered<'a> {
             }
             match long(row) {
                 Some(view) => self.values.extend_from_slice(text(view)),
-                None => self.values.extend_from_slice(array.value(row).as_bytes()),
+                None if array.is_valid(row) => {
+                    self.values.extend_from_slice(array.value(row).as_bytes());
+                }
+                None => {}
             }
             self.ends.push(self.values.len());
         }
