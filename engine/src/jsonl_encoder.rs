@@ -110,7 +110,6 @@ impl<'a> Column<'a> {
             DataType::UInt64 => Box::new(array.as_primitive::<UInt64Type>()),
             DataType::Float32 => Box::new(array.as_primitive::<Float32Type>()),
             DataType::Float64 => Box::new(array.as_primitive::<Float64Type>()),
-            // Clones share the array's buffers.
             DataType::Utf8 => Box::new(array.as_string::<i32>()),
             DataType::LargeUtf8 => Box::new(array.as_string::<i64>()),
             DataType::Utf8View => {
