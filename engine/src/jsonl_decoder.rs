@@ -238,15 +238,9 @@ impl FlatJsonDecoder {
                     return None;
                 }
             }
-            Column::Int64(_) => {
-                let number = at.number()?;
-                if number.bytes().any(|b| !b.is_ascii_digit() && b != b'-') {
-                    return None;
-                }
-                Cell::Int64(number.parse().ok()?)
-            }
+            Column::Int64(_) => Cell::Int64(at.number()?.integer()?),
             Column::Float64(_) => {
-                let value: f64 = at.number()?.parse().ok()?;
+                let value = at.number()?.float()?;
                 if !value.is_finite() {
                     return None;
                 }
@@ -534,6 +528,60 @@ fn is_whitespace(b: u8) -> bool {
     matches!(b, b' ' | b'\n' | b'\r' | b'\t')
 }
 
+/// A JSON number, read: its text and, for the common short ones, its digits.
+struct Number<'a> {
+    text: &'a str,
+    negative: bool,
+    /// The number without sign, point and exponent: its digits as an integer, when there are
+    /// at most [`Number::EXACT_DIGITS`] of them.
+    digits: u64,
+    /// How many digits it has before the exponent (leading zeros of a fraction included).
+    count: usize,
+    /// The power of ten that `digits` is multiplied by: the exponent less the fraction's digits.
+    scale: i64,
+    /// Whether it has neither a fraction nor an exponent.
+    integer: bool,
+}
+
+impl Number<'_> {
+    /// Digits that a `u64` always holds.
+    const EXACT_DIGITS: usize = 19;
+
+    /// The number as an `i64`: `None` with a fraction or an exponent, or out of range.
+    fn integer(&self) -> Option<i64> {
+        if !self.integer || self.count > Self::EXACT_DIGITS {
+            return None;
+        }
+        let magnitude = i128::from(self.digits);
+        i64::try_from(if self.negative { -magnitude } else { magnitude }).ok()
+    }
+
+    /// The number as the nearest `f64`, as `str::parse` rounds it. Where the digits are an
+    /// integer of at most 53 bits and the scale at most 22 either way, both are exact doubles
+    /// and one multiplication or division rounds correctly (Clinger's fast path); otherwise
+    /// the text is parsed.
+    fn float(&self) -> Option<f64> {
+        /// The powers of ten that a double holds exactly.
+        const POWERS: [f64; 23] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        ];
+        let fast = self.count <= Self::EXACT_DIGITS
+            && self.digits < 1 << 53
+            && self.scale.unsigned_abs() < POWERS.len() as u64;
+        if !fast {
+            return self.text.parse().ok();
+        }
+        let power = POWERS[self.scale.unsigned_abs() as usize];
+        let magnitude = if self.scale < 0 {
+            self.digits as f64 / power
+        } else {
+            self.digits as f64 * power
+        };
+        Some(if self.negative { -magnitude } else { magnitude })
+    }
+}
+
 /// A position in a line being parsed.
 struct Cursor<'a> {
     text: &'a str,
@@ -637,31 +685,62 @@ impl<'a> Cursor<'a> {
         u32::from_str_radix(&self.text[self.pos - 4..self.pos], 16).ok()
     }
 
-    /// A number in JSON's grammar: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
-    fn number(&mut self) -> Option<&'a str> {
+    /// A number in JSON's grammar: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`, its
+    /// digits read as it is stepped over.
+    fn number(&mut self) -> Option<Number<'a>> {
         let start = self.pos;
-        self.accept(b'-');
-        if !self.accept(b'0') && self.digits() == 0 {
+        let mut number = Number {
+            text: "",
+            negative: self.accept(b'-'),
+            digits: 0,
+            count: 0,
+            scale: 0,
+            integer: true,
+        };
+        if self.accept(b'0') {
+            number.count = 1;
+        } else if self.digits(&mut number) == 0 {
             return None;
         }
-        if self.accept(b'.') && self.digits() == 0 {
-            return None;
-        }
-        if self.accept(b'e') || self.accept(b'E') {
-            if !self.accept(b'+') {
-                self.accept(b'-');
-            }
-            if self.digits() == 0 {
+        if self.accept(b'.') {
+            number.integer = false;
+            let fraction = self.digits(&mut number);
+            if fraction == 0 {
                 return None;
             }
+            number.scale = -(fraction as i64);
         }
-        Some(&self.text[start..self.pos])
+        if self.accept(b'e') || self.accept(b'E') {
+            number.integer = false;
+            let negative = !self.accept(b'+') && self.accept(b'-');
+            let start = self.pos;
+            let mut exponent = 0i64;
+            while let Some(&b) = self.bytes.get(self.pos)
+                && b.is_ascii_digit()
+            {
+                // Saturates far beyond any exponent a double can take.
+                exponent = (exponent * 10 + i64::from(b - b'0')).min(1 << 32);
+                self.pos += 1;
+            }
+            if self.pos == start {
+                return None;
+            }
+            number.scale += if negative { -exponent } else { exponent };
+        }
+        number.text = &self.text[start..self.pos];
+        Some(number)
     }
 
-    /// Steps over ASCII digits; how many.
-    fn digits(&mut self) -> usize {
+    /// Steps over ASCII digits into `number`; how many.
+    fn digits(&mut self, number: &mut Number) -> usize {
         let start = self.pos;
-        while self.bytes.get(self.pos).is_some_and(u8::is_ascii_digit) {
+        while let Some(&b) = self.bytes.get(self.pos)
+            && b.is_ascii_digit()
+        {
+            if number.count < Number::EXACT_DIGITS {
+                number.digits = number.digits * 10 + u64::from(b - b'0');
+            }
+            number.count += 1;
             self.pos += 1;
         }
         self.pos - start
@@ -807,6 +886,112 @@ mod tests {
         }
         fn can_flush_early(&self) -> bool {
             false
+        }
+    }
+
+    /// Numbers read on the fast path are those `str::parse` makes of their text, bit for bit;
+    /// those it leaves alone (long, large, not integers) are read as the text says.
+    #[test]
+    fn numbers_read_as_parse_reads_them() {
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1",
+            "-1",
+            "73.3",
+            "0.05",
+            "1e22",
+            "1e23",
+            "1E-22",
+            "1e-23",
+            "9007199254740991",
+            "9007199254740992",
+            "9007199254740993",
+            "123456789012345678",
+            "1234567890123456789",
+            "12345678901234567890",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "0.1e1",
+            "2.5E+3",
+            "5e-324",
+            "1.7976931348623157e308",
+            "1e400",
+            "-1e400",
+            "0.0000000000000000000000001",
+            "3.141592653589793238462643383279",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        // Pseudo-random digits, points and exponents around the fast path's limits.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..20_000 {
+            let mut t = String::new();
+            if next(3) == 0 {
+                t.push('-');
+            }
+            let digits = 1 + next(22);
+            t.push(char::from(b'1' + next(9) as u8));
+            for _ in 1..digits {
+                t.push(char::from(b'0' + next(10) as u8));
+            }
+            if next(2) == 0 {
+                let at = 1 + next(digits) as usize;
+                t.insert(
+                    at.min(t.len() - 1).max(usize::from(t.starts_with('-')) + 1),
+                    '.',
+                );
+                if t.ends_with('.') {
+                    t.push('5');
+                }
+            }
+            if next(3) == 0 {
+                t.push_str(&format!("e{}", next(60) as i64 - 30));
+            }
+            texts.push(t);
+        }
+        for text in &texts {
+            let mut at = Cursor {
+                text,
+                bytes: text.as_bytes(),
+                pos: 0,
+            };
+            let number = at
+                .number()
+                .unwrap_or_else(|| panic!("{text} is a JSON number"));
+            assert_eq!(at.pos, text.len(), "{text}");
+            let expected: f64 = text.parse().unwrap();
+            assert_eq!(
+                number.float().map(f64::to_bits),
+                Some(expected.to_bits()),
+                "{text}"
+            );
+            let integral = !text.contains(['.', 'e', 'E']);
+            assert_eq!(
+                number.integer(),
+                text.parse::<i64>().ok().filter(|_| integral),
+                "{text}"
+            );
+        }
+        for bad in ["-", "01", "1.", ".5", "1e", "1e+", "-a"] {
+            let mut at = Cursor {
+                text: bad,
+                bytes: bad.as_bytes(),
+                pos: 0,
+            };
+            let read = at.number().map(|n| n.text.len());
+            assert!(read.is_none_or(|len| len < bad.len()), "{bad}");
         }
     }
 
