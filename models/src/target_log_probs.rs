@@ -275,8 +275,9 @@ mod tests {
         let diff = |a: &Tensor, b: &Tensor| crate::testing::max_abs_diff(a, b).unwrap();
         assert!(diff(&fused, &plain) < 1e-5, "{}", diff(&fused, &plain));
         let (g_fused, g_plain) = (grad(&fused), grad(&plain));
+        // Random f32 inputs summed in another order: 1.2e-6 apart was seen (10 ulps near 1).
         assert!(
-            diff(&g_fused, &g_plain) < 1e-6,
+            diff(&g_fused, &g_plain) < 1e-5,
             "{}",
             diff(&g_fused, &g_plain)
         );
