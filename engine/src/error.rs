@@ -34,7 +34,7 @@ pub enum DeltError {
 
     /// A scorer plugin could not be loaded.
     #[error(transparent)]
-    Plugin(#[from] crate::plugin_host::PluginError),
+    Plugin(#[from] crate::plugins::host::PluginError),
 
     /// The diagnosis of a failed scan: which input file is bad and where.
     #[error("{0}")]

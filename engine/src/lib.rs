@@ -11,6 +11,11 @@
 //! [`DeltSession`] builds such a context; [`Runner`] executes SQL text the way the `delt`
 //! command line does (parameters, `COPY` with ordered, atomic, sharded output, S3 options).
 //!
+//! The modules follow the path of a query (see `docs/architecture.md`): [`sql`] parses and
+//! plans it, [`stages`] execute the DELT nodes, [`io`] reads inputs and writes `COPY` output,
+//! [`plugins`] hosts scorer libraries; [`lqs`] and [`efficacy`] are the jobs around the
+//! pipeline and [`cli`] the `delt` command line.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), delt::DeltError> {
 //! let ctx = delt::DeltSession::new().with_threads(2).build()?;
@@ -21,39 +26,16 @@
 //! # Ok(()) }
 //! ```
 
-pub mod create_function;
-pub mod diagnose;
-pub mod direct_file;
+pub mod cli;
 pub mod efficacy;
-pub mod encodings;
 pub mod error;
-pub mod fold;
-pub mod fold_in_memory;
-pub mod functions;
-pub mod in_order;
-pub mod jsonl;
-pub mod jsonl_decoder;
-pub mod jsonl_encoder;
-pub mod key_runs;
-pub mod local_files;
+pub mod io;
 pub mod lqs;
-pub mod object_stores;
-pub mod order_key;
-pub mod output;
-pub mod params;
-pub mod parquet_writer;
-pub mod planner;
-pub mod plugin_host;
+pub mod plugins;
 pub mod progress;
-pub mod rewrite;
-pub mod runner;
-pub mod select;
-pub mod session;
-pub mod shuffle;
-pub mod spill;
-pub mod stage;
-pub mod view_text;
+pub mod sql;
+pub mod stages;
 
 pub use error::DeltError;
-pub use runner::Runner;
-pub use session::DeltSession;
+pub use sql::runner::Runner;
+pub use sql::session::DeltSession;

@@ -1,4 +1,5 @@
-//! A progress line on stderr for long runs: rows read, rows written, rate, elapsed time.
+//! Progress on stderr: the SQL runner's line (rows read and written, rate, elapsed time) and the
+//! bar of the jobs that know their length (LQS, efficacy).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -70,4 +71,19 @@ fn rows_read(plan: &Arc<dyn ExecutionPlan>) -> usize {
         return plan.metrics().and_then(|m| m.output_rows()).unwrap_or(0);
     }
     children.into_iter().map(rows_read).sum()
+}
+
+/// A bar of done/total steps with an ETA for the jobs that know their length (LQS, efficacy);
+/// hidden when not `enabled`.
+pub fn progress_bar(enabled: bool) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
 }

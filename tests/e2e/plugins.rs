@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
-use delt::plugin_host::PluginLibrary;
+use delt::plugins::host::PluginLibrary;
 
 use crate::common::*;
 

@@ -9,6 +9,11 @@
 //! trains two epochs over its half), so selection is not confounded with seeing fewer tokens.
 //! Losses are measured on the target set and on a held-out slice of the corpus that no arm
 //! sees.
+//!
+//! Owns: the experiment (this module), `report` (the table, paired differences, JSON) and
+//! `plot` (the PNG loss curves).
+//! May import: `sql` (the [`Runner`] and `--param` values that run the arms), `io::output`,
+//! `progress`, the models crate.
 
 pub mod plot;
 pub mod report;
@@ -34,9 +39,9 @@ use delt_models::train::{TrainOptions, train};
 use futures::TryStreamExt;
 use serde_json::{Value, json};
 
-use crate::lqs::progress_bar;
-use crate::output::execute_in_order;
-use crate::params::Params;
+use crate::io::output::execute_in_order;
+use crate::progress::progress_bar;
+use crate::sql::params::Params;
 use crate::{DeltError, Runner};
 
 type Result<T> = std::result::Result<T, DeltError>;

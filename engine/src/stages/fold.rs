@@ -5,14 +5,13 @@
 //! Under a memory limit, [`FoldExec`] asks DataFusion for its input sorted by
 //! `(score, position)` (one spilling sort) and deals row `i` of that stream to layer `i % L`.
 //! Layer 0 streams straight out; the sorted batches wait in a
-//! [`BufferSet`](crate::spill::BufferSet), which spills to disk under memory pressure, and the
+//! [`BufferSet`](crate::stages::spill::BufferSet), which spills to disk under memory pressure, and the
 //! other layers are picked out of them in order. Without a limit it sorts only the keys and
-//! gathers the rows of each layer ([`crate::fold_in_memory`]); both give the same output.
+//! gathers the rows of each layer ([`crate::stages::fold_in_memory`]); both give the same output.
 //!
 //! Rows whose score is NULL are not folded: they come after all layers, in input order.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
@@ -35,45 +34,10 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::fold_in_memory::fold_in_memory;
-use crate::spill::{BufferSet, FrozenBuffers};
-use crate::stage::stage_output;
-
-/// How the layers of a fold run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
-pub enum FoldMode {
-    /// Every layer low-to-high score (the DELT paper's folding).
-    Ascending,
-    /// Every layer high-to-low score (ties still in input order).
-    Descending,
-    /// Even layers low-to-high, odd layers high-to-low (layers counted from 0).
-    Zigzag,
-}
-
-impl FromStr for FoldMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "asc" | "ascending" => Ok(Self::Ascending),
-            "desc" | "descending" => Ok(Self::Descending),
-            "zigzag" => Ok(Self::Zigzag),
-            other => Err(format!(
-                "unknown fold mode '{other}': use 'asc', 'desc' or 'zigzag'"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for FoldMode {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            Self::Ascending => "asc",
-            Self::Descending => "desc",
-            Self::Zigzag => "zigzag",
-        })
-    }
-}
+use crate::stages::FoldMode;
+use crate::stages::fold_in_memory::fold_in_memory;
+use crate::stages::node::stage_output;
+use crate::stages::spill::{BufferSet, FrozenBuffers};
 
 /// How a [`FoldExec`] puts its rows in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +53,7 @@ pub enum FoldStrategy {
 /// Physical fold: rows dealt to layers by their order key.
 #[derive(Debug)]
 pub struct FoldExec {
-    /// An [`OrderKeyExec`](crate::order_key::OrderKeyExec): the rows and their key, last.
+    /// An [`OrderKeyExec`](crate::stages::order_key::OrderKeyExec): the rows and their key, last.
     input: Arc<dyn ExecutionPlan>,
     layers: usize,
     mode: FoldMode,
@@ -100,7 +64,7 @@ pub struct FoldExec {
 }
 
 impl FoldExec {
-    /// Folds `input`: an [`OrderKeyExec`](crate::order_key::OrderKeyExec), rows and key.
+    /// Folds `input`: an [`OrderKeyExec`](crate::stages::order_key::OrderKeyExec), rows and key.
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
         layers: usize,

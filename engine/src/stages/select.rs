@@ -35,62 +35,9 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::spill::BufferSet;
-use crate::stage::stage_output;
-
-/// How many rows a selection keeps.
-#[derive(Debug, Clone, Copy)]
-pub enum Selection {
-    /// The k best.
-    TopK(u64),
-    /// The best `floor(N * r)`.
-    TopR(f64),
-}
-
-impl Selection {
-    /// Rows to keep out of `n`.
-    pub fn count(self, n: usize) -> usize {
-        match self {
-            Self::TopK(k) => usize::try_from(k).unwrap_or(usize::MAX).min(n),
-            Self::TopR(r) => ((n as f64) * r).floor() as usize,
-        }
-    }
-}
-
-impl fmt::Display for Selection {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Self::TopK(k) => write!(f, "top_k={k}"),
-            Self::TopR(r) => write!(f, "top_r={r}"),
-        }
-    }
-}
-
-// Plan nodes must be comparable and hashable; a ratio compares by its bits.
-impl PartialEq for Selection {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-impl Eq for Selection {}
-impl std::hash::Hash for Selection {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key().hash(state)
-    }
-}
-impl PartialOrd for Selection {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.key().cmp(&other.key()))
-    }
-}
-impl Selection {
-    fn key(&self) -> (u8, u64) {
-        match self {
-            Self::TopK(k) => (0, *k),
-            Self::TopR(r) => (1, r.to_bits()),
-        }
-    }
-}
+use crate::stages::Selection;
+use crate::stages::node::stage_output;
+use crate::stages::spill::BufferSet;
 
 /// Physical selection over all input partitions, emitting one partition in input order.
 #[derive(Debug)]

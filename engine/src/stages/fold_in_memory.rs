@@ -3,13 +3,13 @@
 //! Where nothing may spill, a fold need not stream sorted rows. [`fold_in_memory`] holds the
 //! input batches as they come, one task per input partition, and each task sorts its
 //! partition's keys when its input ends (in parallel). The sorted keys are merged into the
-//! rows' global order (sort and merge both on every thread, [`crate::key_runs`]), and each
+//! rows' global order (sort and merge both on every thread, [`crate::stages::key_runs`]), and each
 //! layer's rows are gathered straight from the held batches, a few output batches at once on
 //! blocking threads, emitted in order. A row is copied once, by that gather, instead of by the
 //! sort, the merge of its sorted runs and the fold's picking of layers; on document texts read
 //! as plain strings (JSON lines) that is most of the work.
 //!
-//! The output is the same as the streaming fold's ([`crate::fold`]): the keys order the rows
+//! The output is the same as the streaming fold's ([`crate::stages::fold`]): the keys order the rows
 //! by (score, input position), so the order depends on nothing else.
 
 use std::ops::Range;
@@ -27,10 +27,10 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
 
-use crate::fold::FoldMode;
-use crate::in_order::{InOrder, joined};
-use crate::key_runs::{merge_runs, sort_runs};
-use crate::order_key::ROW_BITS;
+use crate::io::in_order::{InOrder, joined};
+use crate::stages::FoldMode;
+use crate::stages::key_runs::{merge_runs, sort_runs};
+use crate::stages::order_key::ROW_BITS;
 
 /// Rows of a held batch, at most: the low [`ROW_BITS`] of a held row's key become its place,
 /// `batch << HELD_ROW_BITS | row`, which orders rows as their index in the partition did.
@@ -62,7 +62,7 @@ impl HeldPartition {
 }
 
 /// Folds the rows of every partition of `input`, an
-/// [`OrderKeyExec`](crate::order_key::OrderKeyExec), into `schema` (its columns but the key).
+/// [`OrderKeyExec`](crate::stages::order_key::OrderKeyExec), into `schema` (its columns but the key).
 pub fn fold_in_memory(
     input: &Arc<dyn ExecutionPlan>,
     layers: usize,
@@ -259,7 +259,7 @@ mod tests {
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 
     use super::{FoldMode, Pass, hold, merge, passes};
-    use crate::order_key::order_key;
+    use crate::stages::order_key::order_key;
 
     /// Batches of (id, key) for rows scored `score(id)` in `partition`, `sizes` rows a batch.
     fn keyed_batches(

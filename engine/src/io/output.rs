@@ -42,12 +42,12 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::direct_file::DirectFile;
-use crate::encodings::EncodingChoices;
 use crate::error::{DeltError, Result};
-use crate::in_order::InOrder;
-use crate::jsonl_encoder::write_json_lines;
-use crate::parquet_writer::ParallelParquetWriter;
+use crate::io::direct_file::DirectFile;
+use crate::io::encodings::EncodingChoices;
+use crate::io::in_order::InOrder;
+use crate::io::jsonl::encoder::write_json_lines;
+use crate::io::parquet_writer::ParallelParquetWriter;
 
 /// Rows per shard when writing a directory and `rows_per_shard` is not given.
 pub const DEFAULT_ROWS_PER_SHARD: usize = 1_000_000;

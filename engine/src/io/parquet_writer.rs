@@ -26,8 +26,8 @@ use datafusion::parquet::arrow::arrow_writer::{
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::writer::SerializedFileWriter;
 
-use crate::encodings::EncodingChoices;
-use crate::in_order::InOrder;
+use crate::io::encodings::EncodingChoices;
+use crate::io::in_order::InOrder;
 
 /// Row groups encoding at once; more would only hold more rows in memory.
 const IN_FLIGHT: usize = 2;

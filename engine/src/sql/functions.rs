@@ -1,7 +1,7 @@
 //! The DELT functions as SQL sees them.
 //!
 //! `fold_order`, `shuffle_order`, `top_k` and `top_r` are not evaluated row by row: the SQL
-//! planner only needs to know their names and types, and [`crate::rewrite::DeltRewrite`] turns
+//! planner only needs to know their names and types, and [`crate::sql::rewrite::DeltRewrite`] turns
 //! each use into a plan node (an ordering or a selection). Used anywhere else they fail with a
 //! message saying where they belong.
 

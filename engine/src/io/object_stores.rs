@@ -18,7 +18,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
 use url::Url;
 
-use crate::local_files::MappedLocalFiles;
+use crate::io::local_files::MappedLocalFiles;
 
 /// Prefix of the per-statement S3 options.
 pub const AWS_OPTION_PREFIX: &str = "aws.";

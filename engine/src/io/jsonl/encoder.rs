@@ -8,7 +8,7 @@
 //!   only a string that has one is rewritten from there;
 //! - string views that a sort or fold left pointing all over the input are gathered in row
 //!   order, a few hundred rows at a time, just before those rows are written
-//!   ([`crate::view_text`]);
+//!   ([`crate::io::jsonl::view_text`]);
 //! - the output is reserved once per batch and written in place, where arrow-json writes each
 //!   row through an 8 KiB staging buffer into a growing one.
 //!
@@ -29,7 +29,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::view_text::{self, Gathered};
+use super::view_text::{self, Gathered};
 
 /// Rows written at a time: their scattered strings are gathered first, and are still in the
 /// cache when the rows are written (256 rows of 220-byte texts take 55 KiB).

@@ -12,10 +12,11 @@ use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
-use crate::fold::{FoldExec, FoldMode, FoldStrategy};
-use crate::order_key::OrderKeyExec;
-use crate::select::SelectExec;
-use crate::stage::{Stage, StageNode};
+use crate::stages::FoldMode;
+use crate::stages::fold::{FoldExec, FoldStrategy};
+use crate::stages::node::{Stage, StageNode};
+use crate::stages::order_key::OrderKeyExec;
+use crate::stages::select::SelectExec;
 
 /// DataFusion's planner, taught the DELT [`StageNode`].
 #[derive(Debug, Default)]

@@ -22,11 +22,11 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 
-use crate::fold::FoldMode;
-use crate::functions::{FOLD_ORDER, SHUFFLE_ORDER, TOP_K, TOP_R};
-use crate::select::Selection;
-use crate::shuffle::ShuffleKey;
-use crate::stage::{Stage, StageNode};
+use crate::sql::functions::{FOLD_ORDER, SHUFFLE_ORDER, TOP_K, TOP_R};
+use crate::stages::FoldMode;
+use crate::stages::Selection;
+use crate::stages::node::{Stage, StageNode};
+use crate::stages::shuffle::ShuffleKey;
 
 /// The analyzer rule that plans the DELT functions.
 #[derive(Debug, Default)]

@@ -435,7 +435,7 @@ impl FlatJsonDecoder {
 }
 
 /// Chunks of at least this many bytes are shared by the batches whose strings point into
-/// them: a local file's mapped pieces ([`crate::local_files::STREAM_CHUNK`]). Smaller ones
+/// them: a local file's mapped pieces ([`crate::io::local_files::STREAM_CHUNK`]). Smaller ones
 /// (network reads, decompressed blocks) are copied, as a batch would otherwise hold many
 /// small buffers.
 pub const SHARE_FROM: usize = 1 << 20;

@@ -17,13 +17,13 @@ use datafusion::sql::parser::{DFParser, Statement};
 use futures::{FutureExt, TryStreamExt};
 use url::Url;
 
-use crate::diagnose::{self, InputFiles};
 use crate::error::{DeltError, Result};
-use crate::jsonl_encoder::write_json_lines;
-use crate::object_stores::{s3_store, take_aws_options};
-use crate::output::{CopyTarget, execute_in_order};
-use crate::params::Params;
+use crate::io::jsonl::encoder::write_json_lines;
+use crate::io::object_stores::{s3_store, take_aws_options};
+use crate::io::output::{CopyTarget, execute_in_order};
 use crate::progress::Progress;
+use crate::sql::diagnose::{self, InputFiles};
+use crate::sql::params::Params;
 
 /// How query results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

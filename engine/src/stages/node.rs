@@ -4,9 +4,14 @@
 //! (`input.*, <score> AS __delt_score`), so the expensive part (later: a model scorer) runs
 //! where DataFusion runs projections, in parallel and once per row. The node hands on its
 //! input's columns without the score.
+//!
+//! The types the node carries ([`FoldMode`], [`Selection`]) live here, so that the SQL rewrite
+//! that builds the node and the executors that run it both take them from one place.
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -17,18 +22,15 @@ use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::{Partitioning, PlanProperties};
 
-use crate::fold::FoldMode;
-use crate::select::Selection;
-
 /// Name of the score column appended below a stage.
 pub const SCORE_COLUMN: &str = "__delt_score";
 
 /// What a [`StageNode`] does with its scored input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
 pub enum Stage {
-    /// All rows in folded order ([`crate::fold`]).
+    /// All rows in folded order ([`crate::stages::fold`]).
     Fold { layers: usize, mode: FoldMode },
-    /// The best rows, in input order ([`crate::select`]).
+    /// The best rows, in input order ([`crate::stages::select`]).
     Select(Selection),
 }
 
@@ -37,6 +39,96 @@ impl fmt::Display for Stage {
         match self {
             Self::Fold { layers, mode } => write!(f, "Fold: layers={layers}, mode={mode}"),
             Self::Select(selection) => write!(f, "Select: {selection}"),
+        }
+    }
+}
+
+/// How the layers of a fold run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub enum FoldMode {
+    /// Every layer low-to-high score (the DELT paper's folding).
+    Ascending,
+    /// Every layer high-to-low score (ties still in input order).
+    Descending,
+    /// Even layers low-to-high, odd layers high-to-low (layers counted from 0).
+    Zigzag,
+}
+
+impl FromStr for FoldMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "asc" | "ascending" => Ok(Self::Ascending),
+            "desc" | "descending" => Ok(Self::Descending),
+            "zigzag" => Ok(Self::Zigzag),
+            other => Err(format!(
+                "unknown fold mode '{other}': use 'asc', 'desc' or 'zigzag'"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FoldMode {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ascending => "asc",
+            Self::Descending => "desc",
+            Self::Zigzag => "zigzag",
+        })
+    }
+}
+
+/// How many rows a selection keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection {
+    /// The k best.
+    TopK(u64),
+    /// The best `floor(N * r)`.
+    TopR(f64),
+}
+
+impl Selection {
+    /// Rows to keep out of `n`.
+    pub fn count(self, n: usize) -> usize {
+        match self {
+            Self::TopK(k) => usize::try_from(k).unwrap_or(usize::MAX).min(n),
+            Self::TopR(r) => ((n as f64) * r).floor() as usize,
+        }
+    }
+}
+
+impl fmt::Display for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::TopK(k) => write!(f, "top_k={k}"),
+            Self::TopR(r) => write!(f, "top_r={r}"),
+        }
+    }
+}
+
+// Plan nodes must be comparable and hashable; a ratio compares by its bits.
+impl PartialEq for Selection {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Selection {}
+impl std::hash::Hash for Selection {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+impl PartialOrd for Selection {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.key().cmp(&other.key()))
+    }
+}
+impl Selection {
+    fn key(&self) -> (u8, u64) {
+        match self {
+            Self::TopK(k) => (0, *k),
+            Self::TopR(r) => (1, r.to_bits()),
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! A position is `partition << 40 | row`. Scan partitions are contiguous runs of the input in
 //! file-path order (delt turns off round-robin repartitioning and file work stealing, see
-//! [`crate::session`]), so comparing positions compares input order whatever the number of
+//! the session builder), so comparing positions compares input order whatever the number of
 //! partitions.
 //!
 //! The key packs, from the top bit down: a NULL-score flag (NULLs after every score), an

@@ -9,13 +9,13 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::create_function::DeltFunctionFactory;
 use crate::error::{DeltError, Result};
-use crate::jsonl::JsonLinesFormatFactory;
-use crate::object_stores::DeltObjectStoreRegistry;
-use crate::planner::DeltQueryPlanner;
-use crate::plugin_host::{FunctionSettings, PluginFunction, PluginRegistry};
-use crate::rewrite::DeltRewrite;
+use crate::io::jsonl::JsonLinesFormatFactory;
+use crate::io::object_stores::DeltObjectStoreRegistry;
+use crate::plugins::create_function::DeltFunctionFactory;
+use crate::plugins::host::{FunctionSettings, PluginFunction, PluginRegistry};
+use crate::sql::planner::DeltQueryPlanner;
+use crate::sql::rewrite::DeltRewrite;
 
 /// Bytes of rows that an in-memory sort sorts as one run (see [`DeltSession::build`]).
 const SORT_RUN_BYTES: usize = 128 << 20;
@@ -27,7 +27,7 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 ///
 /// Besides registering the functions, it turns off round-robin repartitioning and file work
 /// stealing: DELT orderings break ties by input position, and positions are only meaningful
-/// while every partition is a contiguous run of the input (see [`crate::order_key`]). Parallelism comes from splitting
+/// while every partition is a contiguous run of the input (see [`crate::stages::order_key`]). Parallelism comes from splitting
 /// files and from running partitions side by side.
 #[derive(Debug, Clone, Default)]
 pub struct DeltSession {
@@ -149,7 +149,7 @@ impl DeltSession {
             .insert("JSONL".into(), Arc::new(ListingTableFactory::new()));
         // `SELECT * FROM 'path/or/s3/url.parquet'` works without CREATE EXTERNAL TABLE.
         let ctx = SessionContext::new_with_state(state).enable_url_table();
-        for function in crate::functions::all() {
+        for function in crate::sql::functions::all() {
             ctx.register_udf(Arc::unwrap_or_clone(function));
         }
         for path in &self.plugins {

@@ -25,7 +25,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{CreateFunction, Expr};
 use delt_plugin::Options;
 
-use crate::plugin_host::{FunctionSettings, PluginFunction, PluginRegistry, find_library};
+use crate::plugins::host::{FunctionSettings, PluginFunction, PluginRegistry, find_library};
 
 /// Creates plugin functions from `CREATE FUNCTION ... LANGUAGE delt`.
 #[derive(Debug)]

@@ -45,7 +45,7 @@ use datafusion_datasource::decoder::deserialize_stream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 
-use crate::jsonl_decoder::{FlatJsonDecoder, FlatJsonDeserializer, SHARE_FROM};
+use super::decoder::{FlatJsonDecoder, FlatJsonDeserializer, SHARE_FROM};
 
 /// The JSON lines format under the name `json` or `jsonl`.
 #[derive(Debug)]

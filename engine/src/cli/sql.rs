@@ -1,0 +1,148 @@
+//! `delt sql`: run SQL statements from files (`-f`) and the command line (`-c`), in order.
+
+use anyhow::anyhow;
+use clap::{ArgMatches, ValueEnum};
+use std::path::PathBuf;
+
+use super::allocator::{FreedMemory, tune_allocator};
+use super::plugins::plugin_paths;
+use crate::sql::runner::ResultFormat;
+use crate::sql::session::parse_size;
+use crate::{DeltSession, Runner};
+
+#[derive(clap::Args, Debug)]
+pub struct SqlArgs {
+    /// A file of SQL statements to run (repeatable).
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    files: Vec<String>,
+
+    /// SQL statements to run (repeatable).
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    commands: Vec<String>,
+
+    /// Substitute VALUE for ${NAME} in the SQL (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+
+    /// How query results are printed.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+
+    /// Memory for sorts and DELT buffers, e.g. 2G; beyond it they spill to disk.
+    #[arg(long, value_name = "SIZE")]
+    memory_limit: Option<String>,
+
+    /// Worker threads and partitions (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
+    /// Rows per batch inside the engine.
+    #[arg(long, value_name = "ROWS")]
+    batch_size: Option<usize>,
+
+    /// Load a scorer plugin library and register its functions (repeatable); libraries in
+    /// the directories of DELT_PLUGIN_PATH are loaded too.
+    #[arg(long = "plugin", value_name = "PATH")]
+    plugins: Vec<PathBuf>,
+
+    /// No progress line or summaries on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// The SQL sources in command-line order: (origin, text).
+fn sources(args: &SqlArgs, matches: &ArgMatches) -> anyhow::Result<Vec<(String, String)>> {
+    let mut sources: Vec<(usize, String, String)> = Vec::new();
+    for (path, index) in args
+        .files
+        .iter()
+        .zip(matches.indices_of("files").into_iter().flatten())
+    {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("cannot read SQL file {path}: {e}"))?;
+        sources.push((index, path.clone(), text));
+    }
+    for (sql, index) in args
+        .commands
+        .iter()
+        .zip(matches.indices_of("commands").into_iter().flatten())
+    {
+        sources.push((index, "-c".into(), sql.clone()));
+    }
+    sources.sort_by_key(|(index, _, _)| *index);
+    Ok(sources
+        .into_iter()
+        .map(|(_, origin, text)| (origin, text))
+        .collect())
+}
+
+/// Runs the sources of `args` in one session.
+pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
+    // One heap per worker thread: as many as the runtime below starts.
+    tune_allocator(
+        FreedMemory::BelowMapThreshold,
+        Some(
+            args.threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        ),
+    );
+    let sources = sources(&args, matches)?;
+    anyhow::ensure!(
+        !sources.is_empty(),
+        "nothing to run: pass -f FILE or -c SQL"
+    );
+    let params = crate::sql::params::Params::parse(args.params.iter().map(String::as_str))?;
+    let mut session = DeltSession::new();
+    if let Some(limit) = &args.memory_limit {
+        session = session
+            .with_memory_limit(parse_size(limit).map_err(|e| anyhow!("--memory-limit: {e}"))?);
+    }
+    if let Some(threads) = args.threads {
+        session = session.with_threads(threads);
+    }
+    if let Some(rows) = args.batch_size {
+        session = session.with_batch_size(rows);
+    }
+    for plugin in plugin_paths(&args.plugins) {
+        session = session.with_plugin(plugin);
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let format = match args.format {
+            Format::Table => ResultFormat::Table,
+            Format::Csv => ResultFormat::Csv,
+            Format::Json => ResultFormat::Json,
+        };
+        let mut runner = Runner::new(session.build()?)
+            .with_params(params)
+            .with_format(format)
+            .with_progress(!args.quiet);
+        let run = async {
+            for (origin, text) in &sources {
+                runner.run_source(text, origin).await?;
+            }
+            Ok::<_, crate::DeltError>(())
+        };
+        tokio::select! {
+            result = run => Ok(result?),
+            _ = tokio::signal::ctrl_c() => {
+                crate::io::output::remove_unfinished().await;
+                anyhow::bail!("interrupted; unfinished output was not published")
+            }
+        }
+    })
+}

@@ -1,0 +1,10 @@
+//! Scorer plugins: shared libraries behind delt's C ABI over the Arrow C Data Interface.
+//!
+//! Owns: `host` (loading a library with libloading, checking its manifest and ABI version,
+//! calling its functions on Arrow arrays) and `create_function` (`CREATE FUNCTION ...
+//! LANGUAGE delt AS 'library#function'` as a DataFusion `FunctionFactory`).
+//! May import: the plugin SDK (`delt_plugin`) and DataFusion. Never a plugin's crate: the
+//! engine only sees what crosses the C ABI.
+
+pub mod create_function;
+pub mod host;
