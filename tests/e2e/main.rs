@@ -9,6 +9,7 @@ mod lqs;
 mod ordering;
 mod output;
 mod plugins;
+mod reliability;
 mod s3;
 mod scorers;
 mod selection;

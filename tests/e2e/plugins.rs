@@ -257,8 +257,17 @@ fn fail_with_plugin(plugin: &Path, sql: &[&str]) -> String {
     let out = delt(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "one error line: {stderr}");
-    stderr
+    // Functions a library could not create with default options are warned about first.
+    let (warnings, errors): (Vec<&str>, Vec<&str>) = stderr
+        .trim()
+        .lines()
+        .partition(|line| line.starts_with("warning: "));
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert!(
+        warnings.iter().all(|w| w.contains("not registered")),
+        "{stderr}"
+    );
+    errors[0].to_string()
 }
 
 #[test]
@@ -332,9 +341,48 @@ fn misbehaving_functions_become_sql_errors() {
         )],
     );
     assert!(
-        e.contains("unknown option 'colour' for fail_on (accepted: on)"),
+        e.contains("unknown option 'colour' for fail_on (accepted: ms, on)"),
         "{e}"
     );
+}
+
+#[test]
+fn malformed_plugin_arrays_blame_the_plugin_not_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = c_plugin(dir.path(), "tests/fixtures/bad_arrays.c");
+    let input = dir.path().join("docs.jsonl");
+    write_texts(&input, &[Some("a"), Some("bb"), Some("ccc")]);
+    for (function, reason) in [
+        (
+            "one_buffer",
+            "Expected 1 buffers in array of type Float64, got 0",
+        ),
+        ("null_values", "The external buffer at position 1 is null"),
+        ("null_count_lie", "null_count value (3) doesn't match"),
+        ("wrong_length", "returned 4 values for 3 rows"),
+    ] {
+        let e = fail_with_plugin(
+            &lib,
+            &[&format!(
+                "SELECT {function}(text) FROM '{}'",
+                input.display()
+            )],
+        );
+        // The statement is quoted first; what follows is the diagnosis.
+        let (_, diagnosis) = e.split_once("Execution error: ").expect(&e);
+        assert!(
+            diagnosis.starts_with(&format!(
+                "plugin {} function {function} returned",
+                lib.display()
+            )),
+            "{function}: {e}"
+        );
+        assert!(diagnosis.contains(reason), "{function}: {e}");
+        assert!(
+            !diagnosis.contains("docs.jsonl"),
+            "{function} blames the input: {e}"
+        );
+    }
 }
 
 /// The C header declares what the Rust SDK implements.

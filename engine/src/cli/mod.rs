@@ -2,8 +2,8 @@
 //! function that runs it; `bin/delt.rs` only parses and dispatches to [`run`].
 //!
 //! Owns: `sql` (`delt sql`), `plugins` (`delt plugins list|inspect`), `lqs` (`delt lqs
-//! annotate|fit`), `bench` (`delt bench efficacy`) and `allocator` (the process's heap
-//! settings, applied before any thread starts).
+//! annotate|fit`), `bench` (`delt bench efficacy`), `allocator` (the process's heap
+//! settings, applied before any thread starts) and `scratch` (the run's temporary files).
 //! May import: every other module of the crate; nothing imports `cli`. Errors are `anyhow` here,
 //! at the edge, and `DeltError` below it.
 
@@ -14,6 +14,7 @@ mod allocator;
 mod bench;
 mod lqs;
 mod plugins;
+mod scratch;
 mod sql;
 
 use bench::BenchCommand;

@@ -31,23 +31,29 @@ pub(super) fn run(command: PluginsCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Libraries from DELT_PLUGIN_PATH, then the ones given explicitly.
-pub(super) fn plugin_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
-    let mut paths = std::env::var("DELT_PLUGIN_PATH")
+/// The libraries in the directories of DELT_PLUGIN_PATH.
+pub(super) fn found_plugins() -> Vec<PathBuf> {
+    std::env::var("DELT_PLUGIN_PATH")
         .map(|list| libraries_in(&list))
-        .unwrap_or_default();
-    paths.extend(explicit.iter().cloned());
-    paths
+        .unwrap_or_default()
 }
 
 fn list(explicit: &[PathBuf]) -> anyhow::Result<()> {
-    let paths = plugin_paths(explicit);
+    let found = found_plugins();
     anyhow::ensure!(
-        !paths.is_empty(),
+        !found.is_empty() || !explicit.is_empty(),
         "no plugins: pass --plugin PATH or set DELT_PLUGIN_PATH"
     );
-    for path in paths {
-        let library = PluginLibrary::load(&path)?;
+    let found = found.into_iter().map(|path| (path, false));
+    for (path, required) in found.chain(explicit.iter().map(|path| (path.clone(), true))) {
+        let library = match PluginLibrary::load(&path) {
+            Ok(library) => library,
+            Err(e) if !required => {
+                eprintln!("warning: skipped {e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let manifest = library.manifest();
         println!(
             "{} ({} {})",

@@ -5,7 +5,8 @@ use clap::{ArgMatches, ValueEnum};
 use std::path::PathBuf;
 
 use super::allocator::{FreedMemory, tune_allocator};
-use super::plugins::plugin_paths;
+use super::plugins::found_plugins;
+use super::scratch::ScratchDir;
 use crate::sql::runner::ResultFormat;
 use crate::sql::session::parse_size;
 use crate::{DeltSession, Runner};
@@ -98,6 +99,7 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
         !sources.is_empty(),
         "nothing to run: pass -f FILE or -c SQL"
     );
+    let scratch = ScratchDir::create()?;
     let params = crate::sql::params::Params::parse(args.params.iter().map(String::as_str))?;
     let mut session = DeltSession::new();
     if let Some(limit) = &args.memory_limit {
@@ -110,7 +112,10 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
     if let Some(rows) = args.batch_size {
         session = session.with_batch_size(rows);
     }
-    for plugin in plugin_paths(&args.plugins) {
+    for plugin in found_plugins() {
+        session = session.with_found_plugin(plugin);
+    }
+    for plugin in &args.plugins {
         session = session.with_plugin(plugin);
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -131,18 +136,53 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
             .with_params(params)
             .with_format(format)
             .with_progress(!args.quiet);
+        let running = runner.running();
         let run = async {
             for (origin, text) in &sources {
                 runner.run_source(text, origin).await?;
             }
             Ok::<_, crate::DeltError>(())
         };
-        tokio::select! {
-            result = run => Ok(result?),
-            _ = tokio::signal::ctrl_c() => {
-                crate::io::output::remove_unfinished().await;
-                anyhow::bail!("interrupted; unfinished output was not published")
-            }
-        }
+        let signal = tokio::select! {
+            result = run => return Ok(result?),
+            signal = stop_signal() => signal?,
+        };
+        // The statement was dropped above; what it was writing is not published, its
+        // temporary files go with the scratch directory. Exit at once: threads still inside a
+        // plugin call or a blocking write would hold up a normal shutdown for as long as they
+        // take, and they hold nothing that must be finished.
+        crate::io::output::remove_unfinished().await;
+        drop(scratch);
+        let stopped = running.get().unwrap_or_else(|| "between statements".into());
+        eprintln!(
+            "interrupted by {}: stopped {stopped}; nothing was published and its temporary \
+             files were removed; run the command again to start over",
+            signal.name
+        );
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        // SAFETY: ends the process without running destructors or atexit handlers, which
+        // could call into a plugin that another thread is still inside.
+        unsafe { libc::_exit(128 + signal.number) }
+    })
+}
+
+/// A signal that stops a run.
+struct StopSignal {
+    name: &'static str,
+    number: i32,
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() -> anyhow::Result<StopSignal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind| signal(kind).map_err(|e| anyhow!("cannot listen for signals: {e}"));
+    let (mut interrupt, mut terminate) = (
+        listen(SignalKind::interrupt())?,
+        listen(SignalKind::terminate())?,
+    );
+    Ok(tokio::select! {
+        _ = interrupt.recv() => StopSignal { name: "Ctrl-C (SIGINT)", number: libc::SIGINT },
+        _ = terminate.recv() => StopSignal { name: "SIGTERM", number: libc::SIGTERM },
     })
 }

@@ -4,12 +4,19 @@
 //! its manifest lists functions; each becomes a DataFusion async scalar UDF that scores
 //! batches on blocking worker threads, a few instances at a time, so the async runtime never
 //! waits on a model. Everything a plugin returns is checked (length, type) before it reaches a
-//! query, and its errors and panics become SQL errors naming the plugin and function.
+//! query, and its errors and panics become SQL errors naming the plugin and function. A
+//! fatal signal inside a call prints one line naming them ([`super::fatal_signal`]).
+//!
+//! A library is never unloaded: arrays a plugin returned carry release callbacks into its code,
+//! and the rows holding them can outlive every handle on the library (a query cancelled by
+//! Ctrl-C drops its buffers on other threads, after the session is gone).
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::mem::ManuallyDrop;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
@@ -30,6 +37,8 @@ use datafusion::logical_expr::{
 use delt_plugin::{ArgType, FunctionSpec, Manifest, Options, symbols};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
+
+use super::fatal_signal;
 
 /// Rows per call into a plugin unless `batch_size` says otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
@@ -98,8 +107,8 @@ pub struct PluginLibrary {
     path: PathBuf,
     manifest: Manifest,
     api: Api,
-    // Last: the function pointers above must not outlive the library.
-    _library: libloading::Library,
+    // Never unloaded (see the module doc), so the function pointers above stay valid.
+    _library: ManuallyDrop<libloading::Library>,
 }
 
 impl fmt::Debug for PluginLibrary {
@@ -160,7 +169,7 @@ impl PluginLibrary {
             path: path.to_path_buf(),
             manifest,
             api,
-            _library: library,
+            _library: ManuallyDrop::new(library),
         }))
     }
 
@@ -216,6 +225,11 @@ impl PluginLibrary {
             Some(handle) => Ok(Instance {
                 library: Arc::clone(self),
                 function: function.to_string(),
+                crash_message: format!(
+                    "error: plugin {} function {function} crashed delt with ",
+                    self.path.display()
+                )
+                .into_bytes(),
                 handle,
             }),
             None => plan_err!(
@@ -231,6 +245,8 @@ impl PluginLibrary {
 pub struct Instance {
     library: Arc<PluginLibrary>,
     function: String,
+    /// What a fatal signal during a call prints, before the signal's name.
+    crash_message: Vec<u8>,
     handle: NonNull<c_void>,
 }
 
@@ -269,6 +285,7 @@ impl Instance {
         let lib = &self.library;
         // SAFETY: the input structs are moved to the plugin (it releases them); the output
         // structs are ours once it returns 0.
+        let in_call = fatal_signal::enter(&self.crash_message);
         let status = unsafe {
             (lib.api.score)(
                 self.handle.as_ptr(),
@@ -279,15 +296,29 @@ impl Instance {
                 &mut error,
             )
         };
+        drop(in_call);
         let who = format!("plugin {} function {}", lib.path.display(), self.function);
         if status != 0 {
             return exec_err!("{who} failed: {}", lib.take_error(error));
         }
+        let invalid = |reason: String| {
+            DataFusionError::Execution(format!(
+                "{who} returned an invalid Arrow array ({reason}): the plugin is at fault, \
+                 not the input; fix or update the plugin"
+            ))
+        };
+        // The import trusts the structs' layout and may panic on nonsense (a missing buffer,
+        // a length past its end); the full validation then checks every buffer and offset.
         // SAFETY: a successful call filled both output structs.
-        let data = unsafe { from_ffi(out_array, &out_schema) }.map_err(|e| {
-            DataFusionError::Execution(format!("{who} returned an invalid array: {e}"))
-        })?;
-        let scores = datafusion::arrow::array::make_array(data);
+        let imported = catch_unwind(AssertUnwindSafe(|| unsafe {
+            from_ffi(out_array, &out_schema)
+        }))
+        .map_err(|_| invalid("its buffers do not match its type".into()))?
+        .map_err(|e| invalid(e.to_string()))?;
+        imported
+            .validate_full()
+            .map_err(|e| invalid(e.to_string()))?;
+        let scores = datafusion::arrow::array::make_array(imported);
         if scores.len() != rows {
             return exec_err!("{who} returned {} values for {rows} rows", scores.len());
         }

@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
@@ -47,6 +47,23 @@ pub struct Runner {
     progress: bool,
     quiet: bool,
     out: Box<dyn Write + Send>,
+    running: RunningStatement,
+}
+
+/// Which statement a [`Runner`] is running, readable from outside it (for example by a
+/// signal handler that reports what it stopped).
+#[derive(Debug, Clone, Default)]
+pub struct RunningStatement(Arc<Mutex<Option<String>>>);
+
+impl RunningStatement {
+    /// "statement N of ORIGIN (SQL...)", or `None` between statements.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().expect("running statement").clone()
+    }
+
+    fn set(&self, statement: Option<String>) {
+        *self.0.lock().expect("running statement") = statement;
+    }
 }
 
 impl Runner {
@@ -59,6 +76,7 @@ impl Runner {
             progress: false,
             quiet: true,
             out: Box::new(std::io::stdout()),
+            running: RunningStatement::default(),
         }
     }
 
@@ -87,6 +105,11 @@ impl Runner {
         self
     }
 
+    /// A handle that tells which statement is running.
+    pub fn running(&self) -> RunningStatement {
+        self.running.clone()
+    }
+
     /// The session statements run in.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
@@ -108,6 +131,11 @@ impl Runner {
         })?;
         for (index, statement) in statements.into_iter().enumerate() {
             let text = statement.to_string();
+            self.running.set(Some(format!(
+                "statement {} of {origin} ({})",
+                index + 1,
+                snippet(&text)
+            )));
             let outcome = match AssertUnwindSafe(self.run_statement(statement))
                 .catch_unwind()
                 .await
@@ -121,6 +149,7 @@ impl Runner {
                 sql: snippet(&text),
                 source: Box::new(source),
             })?;
+            self.running.set(None);
         }
         Ok(())
     }

@@ -34,7 +34,16 @@ pub struct DeltSession {
     memory_limit: Option<usize>,
     threads: Option<usize>,
     batch_size: Option<usize>,
-    plugins: Vec<PathBuf>,
+    plugins: Vec<PluginToLoad>,
+}
+
+/// A plugin library the session loads when it is built.
+#[derive(Debug, Clone)]
+struct PluginToLoad {
+    path: PathBuf,
+    /// Named by the user: a library that cannot be loaded is an error. Otherwise it was found
+    /// in a plugin directory, and one that is not a delt plugin is skipped with a warning.
+    required: bool,
 }
 
 impl DeltSession {
@@ -63,8 +72,23 @@ impl DeltSession {
 
     /// Loads the scorer plugin library at `path` and registers all its functions under their
     /// own names, with default options (`CREATE FUNCTION` gives other names and options).
+    /// A library that cannot be loaded fails [`build`](Self::build); a function that cannot
+    /// be created with default options is skipped with a warning on stderr.
     pub fn with_plugin(mut self, path: impl Into<PathBuf>) -> Self {
-        self.plugins.push(path.into());
+        self.plugins.push(PluginToLoad {
+            path: path.into(),
+            required: true,
+        });
+        self
+    }
+
+    /// As [`with_plugin`](Self::with_plugin), for a library found in a plugin directory
+    /// (`DELT_PLUGIN_PATH`): one that is not a delt plugin is skipped with a warning naming it.
+    pub fn with_found_plugin(mut self, path: impl Into<PathBuf>) -> Self {
+        self.plugins.push(PluginToLoad {
+            path: path.into(),
+            required: false,
+        });
         self
     }
 
@@ -152,16 +176,30 @@ impl DeltSession {
         for function in crate::sql::functions::all() {
             ctx.register_udf(Arc::unwrap_or_clone(function));
         }
-        for path in &self.plugins {
-            let library = plugins.load(path)?;
+        for plugin in &self.plugins {
+            let library = match plugins.load(&plugin.path) {
+                Ok(library) => library,
+                Err(e) if !plugin.required => {
+                    eprintln!("warning: skipped {e}");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             for spec in &library.manifest().functions {
-                let function = PluginFunction::try_new(
+                match PluginFunction::try_new(
                     &spec.name,
                     Arc::clone(&library),
                     &spec.name,
                     FunctionSettings::default(),
-                )?;
-                ctx.register_udf(function.into_udf());
+                ) {
+                    Ok(function) => {
+                        ctx.register_udf(function.into_udf());
+                    }
+                    Err(e) => eprintln!(
+                        "warning: {} not registered: {e}; CREATE FUNCTION can still give it options",
+                        spec.name
+                    ),
+                }
             }
         }
         Ok(ctx)

@@ -291,12 +291,18 @@ impl Folder {
     /// What comes after layer 0: the later layers, then the rows without a score.
     fn finish(self) -> (Vec<Pass>, HeldRows) {
         let zigzag = self.mode == FoldMode::Zigzag;
-        let mut passes: Vec<Pass> = (1..self.layers)
-            .map(|layer| Pass::Layer {
-                layer,
-                backwards: zigzag && layer % 2 == 1,
-            })
-            .collect();
+        let mut passes: Vec<Pass> = if self.layers >= self.scored {
+            // Every layer holds one row at most, and the layers in turn are the sorted rows:
+            // one pass over them instead of a pass over all held rows per layer.
+            vec![Pass::SortedFrom(1)]
+        } else {
+            (1..self.layers)
+                .map(|layer| Pass::Layer {
+                    layer,
+                    backwards: zigzag && layer % 2 == 1,
+                })
+                .collect()
+        };
         if self.rows > self.scored {
             passes.push(Pass::Unscored);
         }
@@ -321,6 +327,8 @@ struct HeldRows {
 enum Pass {
     /// The rows of one layer, high to low score when `backwards` (zigzag).
     Layer { layer: usize, backwards: bool },
+    /// The scored rows from this sorted index on, in sorted order.
+    SortedFrom(usize),
     /// The rows without a score, in input order.
     Unscored,
 }
@@ -349,6 +357,9 @@ impl Pass {
                     Self::Layer { layer, backwards } => {
                         layer_rows(first, scored, layer, held.layers, backwards)
                     }
+                    Self::SortedFrom(from) => UInt32Array::from_iter_values(
+                        (from.saturating_sub(first).min(scored)..scored).map(|r| r as u32),
+                    ),
                     Self::Unscored => {
                         UInt32Array::from_iter_values(scored as u32..batch.num_rows() as u32)
                     }

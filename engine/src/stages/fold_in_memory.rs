@@ -91,19 +91,17 @@ pub fn fold_in_memory(
         let batches: Arc<Vec<RecordBatch>> =
             Arc::new(held.into_iter().flat_map(|p| p.batches).collect());
         let mut gathering = InOrder::default();
-        for pass in passes(order.len(), scored, layers, mode) {
-            for chunk in pass.chunks(gather_rows) {
-                let (batches, order, schema) = (
-                    Arc::clone(&batches),
-                    Arc::clone(&order),
-                    Arc::clone(&schema),
-                );
-                gathering.start(move || gather(&batches, &order, &chunk, schema));
-                while gathering.len() >= parallel {
-                    let batch = gathering.next().await.expect("gathers started")?;
-                    baseline.record_output(batch.num_rows());
-                    tx.emit(batch).await;
-                }
+        for chunk in chunks(passes(order.len(), scored, layers, mode), gather_rows) {
+            let (batches, order, schema) = (
+                Arc::clone(&batches),
+                Arc::clone(&order),
+                Arc::clone(&schema),
+            );
+            gathering.start(move || gather(&batches, &order, &chunk, schema));
+            while gathering.len() >= parallel {
+                let batch = gathering.next().await.expect("gathers started")?;
+                baseline.record_output(batch.num_rows());
+                tx.emit(batch).await;
             }
         }
         while let Some(batch) = gathering.next().await {
@@ -189,15 +187,22 @@ struct Pass {
 }
 
 impl Pass {
-    /// The positions of this pass, at most `size` at a time.
-    fn chunks(self, size: usize) -> impl Iterator<Item = Vec<usize>> {
-        let size = size.max(1);
-        (0..self.count).step_by(size).map(move |start| {
-            (start..(start + size).min(self.count))
-                .map(|i| (self.first as isize + i as isize * self.step) as usize)
-                .collect()
-        })
+    /// The positions of this pass, in order.
+    fn positions(self) -> impl Iterator<Item = usize> {
+        (0..self.count).map(move |i| (self.first as isize + i as isize * self.step) as usize)
     }
+}
+
+/// The positions of `passes` one after another, at most `size` at a time. A chunk runs on
+/// across passes: with as many layers as rows every pass is one row, and a gather per pass
+/// would make a batch per row.
+fn chunks(passes: Vec<Pass>, size: usize) -> impl Iterator<Item = Vec<usize>> {
+    let size = size.max(1);
+    let mut positions = passes.into_iter().flat_map(Pass::positions).peekable();
+    std::iter::from_fn(move || {
+        positions.peek()?;
+        Some(positions.by_ref().take(size).collect())
+    })
 }
 
 /// The passes of a fold over `rows` sorted rows, of which the first `scored` have a score:
@@ -345,9 +350,8 @@ mod tests {
     }
 
     fn positions(rows: usize, scored: usize, layers: usize, mode: FoldMode) -> Vec<usize> {
-        passes(rows, scored, layers, mode)
-            .into_iter()
-            .flat_map(|p| p.chunks(2).flatten().collect::<Vec<_>>())
+        chunks(passes(rows, scored, layers, mode), 2)
+            .flatten()
             .collect()
     }
 
@@ -361,15 +365,20 @@ mod tests {
         assert_eq!(positions(2, 2, 5, FoldMode::Zigzag), [0, 1]);
         assert_eq!(positions(3, 0, 3, FoldMode::Ascending), [0, 1, 2]);
         assert!(positions(0, 0, 3, FoldMode::Ascending).is_empty());
+        let backwards = Pass {
+            first: 10,
+            step: -3,
+            count: 4,
+        };
+        assert_eq!(backwards.positions().collect::<Vec<_>>(), [10, 7, 4, 1]);
+        // Chunks run on across passes, so one-row layers still make full batches.
         assert_eq!(
-            Pass {
-                first: 10,
-                step: -3,
-                count: 4
-            }
-            .chunks(3)
-            .collect::<Vec<_>>(),
-            [vec![10, 7, 4], vec![1]]
+            chunks(passes(7, 7, 3, FoldMode::Ascending), 4).collect::<Vec<_>>(),
+            [vec![0, 3, 6, 1], vec![4, 2, 5]]
+        );
+        assert_eq!(
+            chunks(passes(5, 5, usize::MAX / 2, FoldMode::Zigzag), 8).collect::<Vec<_>>(),
+            [vec![0, 1, 2, 3, 4]]
         );
     }
 }
