@@ -126,3 +126,76 @@ fn corrupt_parquet_names_the_file() {
         "{e}"
     );
 }
+
+#[test]
+fn every_read_path_names_the_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("empty.parquet"), b"").unwrap();
+    write_parquet_files(&d.join("in"), &rows(100, 1, false), 1);
+    let good = output_files(&d.join("in")).remove(0);
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(d.join("truncated.parquet"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(
+        d.join("broken.jsonl"),
+        "{\"id\": 1, \"score\": 0.5}\n{\"id\": 2, \"score\": 0.9\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("quoted.jsonl"),
+        "{\"id\": 1, \"score\": 0.5}\n{\"id\": 2, \"score\": 0.7}\n{\"id\": 3, \"score\": \"0.9\"}\n",
+    )
+    .unwrap();
+    let name = |file: &str| d.join(file).display().to_string();
+    let cases = [
+        (
+            format!("SELECT * FROM '{}'", name("empty.parquet")),
+            format!(
+                "{}: empty file (0 bytes), not a Parquet file",
+                name("empty.parquet")
+            ),
+        ),
+        (
+            format!(
+                "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{}'",
+                name("empty.parquet")
+            ),
+            format!("{}: empty file (0 bytes)", name("empty.parquet")),
+        ),
+        (
+            format!("SELECT count(*) FROM '{}'", name("truncated.parquet")),
+            format!("{}: not a Parquet file", name("truncated.parquet")),
+        ),
+        (
+            format!("SELECT * FROM '{}'", name("broken.jsonl")),
+            format!("{}: line 2: malformed JSON", name("broken.jsonl")),
+        ),
+        // A quoted number is inferred as text, so the numbers are the odd ones out.
+        (
+            format!("SELECT * FROM '{}'", name("quoted.jsonl")),
+            format!(
+                "{}: line 1: field 'score' is 0.5 where the schema has Utf8",
+                name("quoted.jsonl")
+            ),
+        ),
+    ];
+    for (sql, expected) in cases {
+        let e = fail_sql(&[&sql]);
+        assert!(e.contains(&expected), "{sql}: {e}");
+    }
+    // With a declared number column, the quoted value is an error, not a silent cast.
+    let e = fail_sql(&[
+        &format!(
+            "CREATE EXTERNAL TABLE docs (id BIGINT, score DOUBLE) STORED AS JSON LOCATION '{}'",
+            name("quoted.jsonl")
+        ),
+        "SELECT sum(score) FROM docs",
+    ]);
+    assert!(
+        e.contains(&format!(
+            "{}: line 3: field 'score' is the quoted value \"0.9\" where the schema has Float64",
+            name("quoted.jsonl")
+        )),
+        "{e}"
+    );
+}

@@ -3,13 +3,17 @@
 //! DataFusion's readers report *what* is wrong ("Json error: expected value at line 1 column 1"
 //! for a line of some batch of some file) but not *where* in the user's data. When a statement
 //! fails with a JSON or Parquet decoding error, delt re-reads the inputs of that statement with
-//! a simple checker and reports the first bad file and line. This only runs on failure.
+//! a simple checker and reports the first bad file and line: malformed JSON, a value of
+//! the wrong type for its column, a file that is not Parquet. This only runs on failure, but
+//! for one check that runs before a scan: an empty file read as Parquet is an error, not an
+//! empty table.
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
-use datafusion::datasource::source_as_provider;
+use datafusion::datasource::{TableProvider, source_as_provider};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -24,6 +28,8 @@ use crate::error::DeltError;
 pub struct InputFiles {
     url: ListingTableUrl,
     format: String,
+    /// The table's schema, where known: JSON values are checked against it.
+    schema: Option<SchemaRef>,
 }
 
 impl InputFiles {
@@ -32,7 +38,19 @@ impl InputFiles {
         Some(Self {
             url: ListingTableUrl::parse(location).ok()?,
             format: format.to_ascii_lowercase(),
+            schema: None,
         })
+    }
+
+    /// The paths quoted in `sql`, each as Parquet and as JSON lines: the inputs of a
+    /// statement that failed before it had a plan.
+    pub fn quoted_in(sql: &str) -> Vec<Self> {
+        sql.split('\'')
+            .skip(1)
+            .step_by(2)
+            .flat_map(|location| ["parquet", "jsonl"].map(|format| Self::new(location, format)))
+            .flatten()
+            .collect()
     }
 
     /// The file tables scanned by `plan`.
@@ -47,6 +65,7 @@ impl InputFiles {
                 inputs.extend(table.table_paths().iter().map(|url| Self {
                     url: url.clone(),
                     format: format.clone(),
+                    schema: Some(table.schema()),
                 }));
             }
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
@@ -136,7 +155,9 @@ pub async fn first_problem(
                 continue;
             }
             let problem = match file_kind {
-                Some(Kind::Json) => first_bad_json_line(store.as_ref(), &meta).await,
+                Some(Kind::Json) => {
+                    first_bad_json_line(store.as_ref(), &meta, input.schema.as_ref()).await
+                }
                 _ => parquet_problem(Arc::clone(&store), &meta).await,
             };
             if let Some(problem) = problem {
@@ -150,8 +171,33 @@ pub async fn first_problem(
     None
 }
 
-/// `line N: ...` for the first line that is not a JSON object.
-async fn first_bad_json_line(store: &dyn ObjectStore, meta: &ObjectMeta) -> Option<String> {
+/// An error for the first empty file among the Parquet `inputs`: DataFusion reads one as a
+/// table without columns or rows.
+pub async fn empty_parquet(ctx: &SessionContext, inputs: &[InputFiles]) -> Option<DeltError> {
+    for input in inputs {
+        let Ok(files) = input.list(ctx).await else {
+            continue;
+        };
+        for meta in files {
+            let parquet = Kind::of(&input.format, meta.location.as_ref()) == Some(Kind::Parquet);
+            if parquet && meta.size == 0 {
+                return Some(DeltError::BadInput(format!(
+                    "{}: empty file (0 bytes), not a Parquet file; remove it or write it again",
+                    input.display(&meta)
+                )));
+            }
+        }
+    }
+    None
+}
+
+/// `line N: ...` for the first line that is not a JSON object, or that holds a value of the
+/// wrong type for its column of `schema`.
+async fn first_bad_json_line(
+    store: &dyn ObjectStore,
+    meta: &ObjectMeta,
+    schema: Option<&SchemaRef>,
+) -> Option<String> {
     let bytes = store.get(&meta.location).await.ok()?.bytes().await.ok()?;
     for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
         let trimmed = line.trim_ascii();
@@ -159,7 +205,23 @@ async fn first_bad_json_line(store: &dyn ObjectStore, meta: &ObjectMeta) -> Opti
             continue;
         }
         let problem = match serde_json::from_slice::<serde_json::Value>(trimmed) {
-            Ok(value) if value.is_object() => continue,
+            Ok(serde_json::Value::Object(object)) => {
+                let Some(problem) = schema.and_then(|schema| {
+                    schema.fields().iter().find_map(|field| {
+                        let value = object.get(field.name())?;
+                        wrong_type(value, field.data_type()).map(|value| {
+                            format!(
+                                "field '{}' is {value} where the schema has {}",
+                                field.name(),
+                                field.data_type()
+                            )
+                        })
+                    })
+                }) else {
+                    continue;
+                };
+                problem
+            }
             Ok(_) => "expected a JSON object per line".to_string(),
             Err(e) => format!("malformed JSON ({e})"),
         };
@@ -169,6 +231,36 @@ async fn first_bad_json_line(store: &dyn ObjectStore, meta: &ObjectMeta) -> Opti
         ));
     }
     None
+}
+
+/// The value, as the error shows it, when it does not fit a column of `data_type`.
+fn wrong_type(value: &serde_json::Value, data_type: &DataType) -> Option<String> {
+    use serde_json::Value;
+    let text = matches!(
+        data_type,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    );
+    let fits = match value {
+        Value::Null => true,
+        Value::String(_) => text,
+        Value::Bool(_) => *data_type == DataType::Boolean,
+        Value::Number(n) if data_type.is_integer() => n.is_i64() || n.is_u64(),
+        Value::Number(_) => data_type.is_numeric(),
+        // Nested values are for nested columns, which this check does not follow.
+        Value::Array(_) | Value::Object(_) => !(text || data_type.is_primitive()),
+    };
+    if fits {
+        return None;
+    }
+    let mut shown = value.to_string();
+    if let Some((cut, _)) = shown.char_indices().nth(40) {
+        shown.truncate(cut);
+        shown.push_str("...");
+    }
+    Some(match value {
+        Value::String(_) => format!("the quoted value {shown}"),
+        _ => shown,
+    })
 }
 
 /// What is wrong with a Parquet file, if anything.

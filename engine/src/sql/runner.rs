@@ -136,7 +136,7 @@ impl Runner {
                 index + 1,
                 snippet(&text)
             )));
-            let outcome = match AssertUnwindSafe(self.run_statement(statement))
+            let outcome = match AssertUnwindSafe(self.run_statement(statement, &text))
                 .catch_unwind()
                 .await
             {
@@ -154,10 +154,16 @@ impl Runner {
         Ok(())
     }
 
-    async fn run_statement(&mut self, statement: Statement) -> Result<()> {
+    async fn run_statement(&mut self, statement: Statement, text: &str) -> Result<()> {
         let plan = match self.ctx.state().statement_to_plan(statement).await {
             Ok(plan) => plan,
-            Err(e) => return Err(self.explain_missing_path(e).await),
+            // Planning reads schemas: a bad file fails here, before there is a plan.
+            Err(e) => {
+                return Err(match self.explain_missing_path(&e).await {
+                    Some(explained) => explained,
+                    None => diagnose::explain(&self.ctx, &InputFiles::quoted_in(text), e).await,
+                });
+            }
         };
         match plan {
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
@@ -193,6 +199,9 @@ impl Runner {
             }
             inputs.push(input);
         }
+        if let Some(error) = diagnose::empty_parquet(&self.ctx, &inputs).await {
+            return Err(error);
+        }
         let plan = LogicalPlan::Ddl(DdlStatement::CreateExternalTable(Box::new(cmd)));
         match self.ctx.execute_logical_plan(plan).await {
             Ok(_) => Ok(()),
@@ -216,6 +225,9 @@ impl Runner {
             &self.ctx.state().default_table_options(),
         )?;
         let inputs = InputFiles::of_plan(&copy.input);
+        if let Some(error) = diagnose::empty_parquet(&self.ctx, &inputs).await {
+            return Err(error);
+        }
         let started = Instant::now();
         let plan = self
             .ctx
@@ -256,6 +268,9 @@ impl Runner {
 
     async fn query(&mut self, plan: LogicalPlan) -> Result<()> {
         let inputs = InputFiles::of_plan(&plan);
+        if let Some(error) = diagnose::empty_parquet(&self.ctx, &inputs).await {
+            return Err(error);
+        }
         let physical = self
             .ctx
             .execute_logical_plan(plan)
@@ -309,42 +324,34 @@ impl Runner {
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        let quoted: Vec<&str> = sql.split('\'').skip(1).step_by(2).collect();
-        let inputs: Vec<InputFiles> = quoted
-            .iter()
-            .flat_map(|location| {
-                ["parquet", "jsonl"].map(|format| InputFiles::new(location, format))
-            })
-            .flatten()
-            .collect();
-        diagnose::first_problem(&self.ctx, &inputs, None)
+        diagnose::first_problem(&self.ctx, &InputFiles::quoted_in(sql), None)
             .await
             .unwrap_or(DeltError::Panic(message))
     }
 
-    /// DataFusion reports an unreadable path in `FROM '...'` as a missing table; say why.
-    async fn explain_missing_path(&self, error: DataFusionError) -> DeltError {
+    /// DataFusion reports an unreadable path in `FROM '...'` as a missing table; say why
+    /// (`None` when the error is not about such a path).
+    async fn explain_missing_path(&self, error: &DataFusionError) -> Option<DeltError> {
         let message = error.to_string();
         let path = message
             .split_once("table '")
             .and_then(|(_, rest)| rest.split_once("' not found"))
             .map(|(name, _)| name.trim_start_matches("datafusion.public."));
-        let Some(path) = path.filter(|p| p.contains('/') || p.contains('.')) else {
-            return error.into();
-        };
+        let path = path.filter(|p| p.contains('/') || p.contains('.'))?;
         let format = std::path::Path::new(path)
             .extension()
             .and_then(|e| e.to_str())
             .unwrap_or("");
-        let Some(input) = InputFiles::new(path, format) else {
-            return error.into();
-        };
+        let input = InputFiles::new(path, format)?;
         match input.list(&self.ctx).await {
-            Err(e) => DeltError::BadInput(format!("cannot read {path}: {}", DeltError::from(e))),
-            Ok(files) if files.is_empty() => DeltError::BadInput(format!(
+            Err(e) => Some(DeltError::BadInput(format!(
+                "cannot read {path}: {}",
+                DeltError::from(e)
+            ))),
+            Ok(files) if files.is_empty() => Some(DeltError::BadInput(format!(
                 "{path}: no such file or no files in that directory"
-            )),
-            Ok(_) => error.into(),
+            ))),
+            Ok(_) => None,
         }
     }
 

@@ -10,12 +10,16 @@
 //! which the batch then shares.
 //!
 //! A line it does not handle itself goes to arrow-json's decoder, and its rows are appended from
-//! there, so values and errors are arrow-json's: an object or array in a projected column, a
-//! string where a number is expected, an integer that does not fit 64 bits, a key given twice,
+//! there, so values and errors are arrow-json's: an object or array in a projected column, an
+//! integer that does not fit 64 bits, a key given twice,
 //! several values on one line, escaped keys, a missing or null value of a column declared
 //! `NOT NULL`, a line that is not valid JSON. Values of columns
 //! that are not read (unknown keys) are skipped without being checked, as arrow-json ignores
 //! unknown fields.
+//!
+//! Unlike arrow-json, it does not read a quoted value into a number or boolean column
+//! (`"score": "0.9"`): that is an error, so that text never turns into numbers unnoticed. Read
+//! such a column as text and `CAST` it in SQL where that is meant.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -61,6 +65,8 @@ pub struct FlatJsonDecoder {
     copied: Vec<usize>,
     /// arrow-json's decoder for the lines this one does not handle; made on first use.
     fallback: Option<ArrowJsonDecoder>,
+    /// The column whose value the line being parsed quotes, where the column is not text.
+    quoted: Option<usize>,
 }
 
 impl std::fmt::Debug for FlatJsonDecoder {
@@ -142,6 +148,7 @@ impl FlatJsonDecoder {
             partial: Vec::new(),
             shared: None,
             fallback: None,
+            quoted: None,
         })
     }
 
@@ -165,13 +172,22 @@ impl FlatJsonDecoder {
                 self.append_cells(text, at);
                 Ok(())
             }
-            _ => self.line_by_arrow_json(line),
+            _ => match self.quoted.take() {
+                Some(c) => Err(ArrowError::JsonError(format!(
+                    "field '{}' holds a quoted value where the schema has {}: write the value \
+                     unquoted, or read the column as text and CAST it in SQL",
+                    String::from_utf8_lossy(&self.names[c]),
+                    self.schema.field(c).data_type()
+                ))),
+                None => self.line_by_arrow_json(line),
+            },
         }
     }
 
     /// Parses a line of one flat JSON object into `cells`; `None` when it is not one.
     fn parse(&mut self, text: &str) -> Option<()> {
         self.cells.fill(Cell::Absent);
+        self.quoted = None;
         self.unescaped.clear();
         let mut at = Cursor {
             text,
@@ -227,7 +243,17 @@ impl FlatJsonDecoder {
         if at.literal(b"null") {
             return Some(Cell::Null);
         }
-        Some(match &self.columns[c] {
+        let column = &self.columns[c];
+        if at.bytes.get(at.pos) == Some(&b'"')
+            && matches!(
+                column,
+                Column::Boolean(_) | Column::Int64(_) | Column::Float64(_)
+            )
+        {
+            self.quoted = Some(c);
+            return None;
+        }
+        Some(match column {
             Column::Null(_) => return None,
             Column::Boolean(_) => {
                 if at.literal(b"true") {
@@ -811,10 +837,9 @@ mod tests {
         "\n",
         r#"{"id": 3, "score": 17, "text": ""}"#,
         "\n",
-        // Handed to arrow-json: a float for an integer, a string for a number, a key twice,
-        // two objects on a line, a number too large for 64 bits, a trailing comma (which
-        // arrow-json lets pass).
-        r#"{"id": 4.0, "score": "2.5", "view": "handed to arrow-json"}"#,
+        // Handed to arrow-json: a float for an integer, a key twice, two objects on a line, a
+        // number too large for 64 bits, a trailing comma (which arrow-json lets pass).
+        r#"{"id": 4.0, "score": 2.5, "view": "handed to arrow-json"}"#,
         "\n",
         r#"{"id": 5, "id": 6}"#,
         "\n",
@@ -1084,6 +1109,30 @@ mod tests {
         let ours = flat(Arc::clone(&schema), 8192, input, input.len(), 0).unwrap_err();
         let theirs = arrow_json_batches(schema, input).unwrap_err();
         assert_eq!(ours.to_string(), theirs.to_string());
+    }
+
+    #[test]
+    fn a_quoted_value_in_a_number_or_boolean_column_fails() {
+        for (line, field, data_type) in [
+            (r#"{"id": 1, "score": "0.9"}"#, "score", "Float64"),
+            (r#"{"id": "2"}"#, "id", "Int64"),
+            (r#"{"ok": "true", "id": 3}"#, "ok", "Boolean"),
+        ] {
+            let input = format!("{{\"id\": 1}}\n{line}\n");
+            let error = flat(schema(), 8192, input.as_bytes(), input.len(), 0).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "Json error: field '{field}' holds a quoted value where the schema has \
+                     {data_type}: write the value unquoted, or read the column as text and \
+                     CAST it in SQL"
+                ),
+                "{line}"
+            );
+        }
+        // arrow-json parses the text instead.
+        let input = br#"{"score": "0.9"}"#;
+        assert!(arrow_json_batches(schema(), input).is_ok());
     }
 
     #[test]
