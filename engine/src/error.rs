@@ -1,6 +1,7 @@
 //! The error type of the delt library.
 
 use datafusion::error::DataFusionError;
+use object_store::client::{HttpError, HttpErrorKind};
 
 /// Everything that can go wrong while planning or running a delt pipeline.
 ///
@@ -88,6 +89,12 @@ fn clean_datafusion_message(err: &DataFusionError) -> String {
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.contains("Resources exhausted") {
         format!("{text} (raise --memory-limit, or leave it unset to use all memory)")
+    } else if timed_out(err) {
+        format!(
+            "{text} (no answer in time: check that the endpoint of that URL is an S3 server \
+             reachable from here, or allow more with OPTIONS ('aws.timeout' ..., \
+             'aws.connect_timeout' ..., 'aws.retries' ...) or AWS_TIMEOUT, AWS_CONNECT_TIMEOUT)"
+        )
     } else if text.contains("S3 error") {
         format!(
             "{text} (check the S3 endpoint, region and credentials: AWS_* environment variables \
@@ -96,6 +103,21 @@ fn clean_datafusion_message(err: &DataFusionError) -> String {
     } else {
         text
     }
+}
+
+/// Whether an object store request gave up waiting: to connect (`aws.connect_timeout`) or for
+/// the answer (`aws.timeout`).
+fn timed_out(err: &DataFusionError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<HttpError>()
+            .is_some_and(|e| matches!(e.kind(), HttpErrorKind::Timeout))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl From<datafusion::arrow::error::ArrowError> for DeltError {

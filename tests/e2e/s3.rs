@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -272,4 +274,83 @@ fn unauthorized_request_fails_with_a_clear_message() {
         stderr.contains("403") && stderr.contains("credentials"),
         "{stderr}"
     );
+}
+
+/// An endpoint that accepts connections and never answers: with a short 'aws.timeout' every
+/// try gives up after it, 'aws.retries' tries again that many times, and the error names the
+/// URL it asked and what to check.
+#[test]
+fn endpoint_that_never_answers_fails_after_the_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let options = |retries: &str| {
+        format!(
+            "OPTIONS ('aws.endpoint' 'http://{address}', 'aws.allow_http' 'true', \
+             'aws.access_key_id' 'a', 'aws.secret_access_key' 'b', 'aws.timeout' '2s'{retries})"
+        )
+    };
+    for (statement, tries) in [
+        (
+            format!(
+                "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://corpus/cc/' {}",
+                options("")
+            ),
+            4, // the default 3 retries
+        ),
+        (
+            format!(
+                "COPY (SELECT 1 AS x) TO 's3://corpus/out/' STORED AS PARQUET {}",
+                options(", 'aws.retries' '1'")
+            ),
+            2,
+        ),
+    ] {
+        accepted.store(0, Ordering::SeqCst);
+        let started = Instant::now();
+        let out = delt_env(&["sql", "-c", &statement], &[]);
+        let elapsed = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            elapsed < Duration::from_secs(20),
+            "took {elapsed:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("http://{address}/corpus")),
+            "no URL: {stderr}"
+        );
+        assert!(stderr.contains("aws.timeout"), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert_eq!(accepted.load(Ordering::SeqCst), tries, "{stderr}");
+    }
+}
+
+#[test]
+fn bad_timeout_and_retry_options_are_named() {
+    for (option, value) in [
+        ("aws.timeout", "soon"),
+        ("aws.connect_timeout", "5"),
+        ("aws.retries", "-1"),
+    ] {
+        let stderr = fail_sql(&[&format!(
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://corpus/cc/' \
+             OPTIONS ('aws.endpoint' 'http://127.0.0.1:9', '{option}' '{value}')"
+        )]);
+        assert!(
+            stderr.contains(option)
+                && [format!("'{value}'"), format!("\"{value}\"")]
+                    .iter()
+                    .any(|quoted| stderr.contains(quoted)),
+            "{stderr}"
+        );
+    }
 }

@@ -4,8 +4,25 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`,
 //! ...) and, per statement, from datafusion-cli-style options (`'aws.region'`, `'aws.endpoint'`,
 //! `'aws.access_key_id'`, `'aws.secret_access_key'`, `'aws.session_token'`, `'aws.allow_http'`),
-//! which win over the environment. Requests fail fast (short connect timeout, two retries) so
-//! an unreachable endpoint is an error within seconds, not a hang.
+//! which win over the environment.
+//!
+//! An endpoint that is down or never answers is an error in bounded time, not a hang:
+//!
+//! * `'aws.connect_timeout'` (`AWS_CONNECT_TIMEOUT`, default [`DEFAULT_CONNECT_TIMEOUT`]) bounds
+//!   opening a connection;
+//! * `'aws.timeout'` (`AWS_TIMEOUT`, default [`DEFAULT_TIMEOUT`]) bounds each request, from
+//!   connecting to the last byte of the answer. object_store applies it per request: a
+//!   multipart upload sends 10 MiB parts as separate requests (up to 8 at once), so it bounds
+//!   a part, not the whole file. A read that streams for longer resumes where it stopped,
+//!   which counts as a retry;
+//! * `'aws.retries'` (default [`DEFAULT_RETRIES`]; object_store reads no variable for it)
+//!   bounds the retries of a failed request (connection errors, timeouts of idempotent
+//!   requests, 5xx and 429 answers), after exponential backoff from 100 ms with jitter. No
+//!   retry starts later than [`RETRY_WINDOW`] after the first try, so that signed requests do
+//!   not outlive their credentials.
+//!
+//! An endpoint that accepts connections and never answers thus fails after about
+//! (`aws.retries` + 1) x `aws.timeout`, with an error that names the URL it asked.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -15,13 +32,30 @@ use std::time::Duration;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::io::local_files::MappedLocalFiles;
 
 /// Prefix of the per-statement S3 options.
 pub const AWS_OPTION_PREFIX: &str = "aws.";
+
+/// How long opening a connection may take, unless `aws.connect_timeout` or
+/// `AWS_CONNECT_TIMEOUT` says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
+
+/// How long one request may take, unless `aws.timeout` or `AWS_TIMEOUT` says otherwise: long
+/// enough for the 8 parts of 10 MiB that a multipart upload has in flight at about 3 MB/s.
+pub const DEFAULT_TIMEOUT: &str = "30s";
+
+/// Retries of a failed request, unless `aws.retries` says otherwise.
+pub const DEFAULT_RETRIES: usize = 3;
+
+/// The statement option that sets the retries (object_store has no key for it).
+const RETRIES_OPTION: &str = "aws.retries";
+
+/// No retry of a request starts later than this after its first try.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(180);
 
 /// DataFusion's registry with local files read through memory maps ([`MappedLocalFiles`]),
 /// plus S3 stores created the first time a bucket is used.
@@ -71,16 +105,38 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
         .host_str()
         .ok_or_else(|| DataFusionError::Configuration(format!("no bucket name in '{url}'")))?;
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    for (key, variable, default) in [
+        (
+            ClientConfigKey::ConnectTimeout,
+            "AWS_CONNECT_TIMEOUT",
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        (ClientConfigKey::Timeout, "AWS_TIMEOUT", DEFAULT_TIMEOUT),
+    ] {
+        if std::env::var_os(variable).is_none() {
+            builder = builder.with_config(AmazonS3ConfigKey::Client(key), default);
+        }
+    }
     let mut has_region = std::env::var_os("AWS_REGION").is_some()
         || std::env::var_os("AWS_DEFAULT_REGION").is_some();
+    let mut retries = DEFAULT_RETRIES;
     for (key, value) in options {
+        if key == RETRIES_OPTION {
+            retries = value.trim().parse().map_err(|_| {
+                DataFusionError::Configuration(format!(
+                    "S3 option '{key}' must be a number of retries (0 or more), got '{value}'"
+                ))
+            })?;
+            continue;
+        }
         let Some(name) = key.strip_prefix(AWS_OPTION_PREFIX) else {
             continue;
         };
         let config_key = AmazonS3ConfigKey::from_str(&format!("aws_{name}")).map_err(|_| {
             DataFusionError::Configuration(format!(
                 "unknown S3 option '{key}': use aws.region, aws.endpoint, aws.access_key_id, \
-                 aws.secret_access_key, aws.session_token or aws.allow_http"
+                 aws.secret_access_key, aws.session_token, aws.allow_http, aws.connect_timeout, \
+                 aws.timeout or aws.retries"
             ))
         })?;
         has_region |= matches!(
@@ -95,18 +151,19 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
         builder = builder.with_region("us-east-1");
     }
     let store = builder
-        .with_config(
-            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-            "5s",
-        )
         .with_retry(RetryConfig {
-            max_retries: 2,
-            retry_timeout: Duration::from_secs(15),
-            ..RetryConfig::default()
+            max_retries: retries,
+            retry_timeout: RETRY_WINDOW,
+            backoff: BackoffConfig::default(),
         })
         .build()
         .map_err(|e| {
-            DataFusionError::Configuration(format!("cannot configure S3 for '{url}': {e}"))
+            let hint = if e.to_string().contains("as Duration") {
+                " (aws.connect_timeout and aws.timeout take durations such as '5s', '500ms' or '2m')"
+            } else {
+                ""
+            };
+            DataFusionError::Configuration(format!("cannot configure S3 for '{url}': {e}{hint}"))
         })?;
     Ok(Arc::new(store))
 }
