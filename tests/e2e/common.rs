@@ -319,3 +319,34 @@ pub const TINY_LM: [&str; 8] = [
     "--heads",
     "2",
 ];
+
+/// This host's name, as delt records it in the names of its temporary files.
+pub fn host() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = name.trim().to_string();
+    assert!(
+        name.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+        "delt would rewrite the host name {name:?}"
+    );
+    name
+}
+
+/// When process `pid` started, in clock ticks after boot (field 22 of /proc/<pid>/stat).
+pub fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = stat.rsplit_once(')').unwrap().1;
+    after_name
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The pid of a process that has ended.
+pub fn ended_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    child.id()
+}

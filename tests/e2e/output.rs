@@ -1,6 +1,9 @@
-//! COPY output: ordered shards, JSON lines, atomic replacement.
+//! COPY output: ordered shards, JSON lines, atomic replacement, leftovers of killed runs.
 
-use std::path::Path;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -195,4 +198,218 @@ fn unwritable_destination_is_named() {
     let stderr = fail_sql(&[&format!("COPY (SELECT * FROM '{input}') TO '{target}'")]);
     assert!(stderr.contains("plain/out.jsonl"), "{stderr}");
     assert_eq!(names(dir.path()), ["in", "plain"]);
+}
+
+/// A staging directory as a run of `pid` (started at `start`, on `host`) leaves it, with a
+/// half-written shard in it.
+fn fake_staging(dir: &Path, pid: u32, start: u64, host: &str) -> PathBuf {
+    let staging = dir.join(format!(
+        ".delt-staging-{pid}-{start}@{host}_1700000000000-out"
+    ));
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::write(staging.join("0000000000.parquet"), b"PAR1 half").unwrap();
+    staging
+}
+
+/// A temporary file as a run of `pid` leaves it beside `out.jsonl`.
+fn fake_partial(dir: &Path, pid: u32, start: u64, host: &str) -> PathBuf {
+    let partial = dir.join(format!(".out.jsonl.delt-partial-{pid}-{start}@{host}_0"));
+    std::fs::write(&partial, b"{\"id\": 1}\n{\"id").unwrap();
+    partial
+}
+
+fn removal_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("removed leftover "))
+        .collect()
+}
+
+/// Leftovers of processes that are gone (ended, or their pid now another process's) are
+/// removed by the next COPY beside them, one line each on stderr.
+#[test]
+fn leftovers_of_ended_runs_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(3000, 6, false);
+    write_parquet_files(&dir.path().join("in"), &rows, 1);
+    let (host, me) = (host(), std::process::id());
+    let ended = ended_pid();
+    let gone = [
+        (fake_staging(dir.path(), ended, 4242, &host), ended),
+        (fake_partial(dir.path(), ended, 4242, &host), ended),
+        // The test's own pid with another start time: a process that reused the pid.
+        (fake_partial(dir.path(), me, start_time(me) + 1, &host), me),
+    ];
+    let (input, out) = (p(dir.path(), "in/"), p(dir.path(), "out/"));
+    let output = run_sql(
+        &[&format!(
+            "COPY (SELECT * FROM '{input}' ORDER BY fold_order(score, 3)) TO '{out}' \
+             STORED AS PARQUET OPTIONS (rows_per_shard 1000)"
+        )],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for (path, pid) in &gone {
+        assert!(!path.exists(), "{path:?} still there");
+        let line = format!(
+            "removed leftover {} of an interrupted run (pid {pid} on {host})",
+            path.display()
+        );
+        assert!(
+            stderr.lines().any(|l| l == line),
+            "{line:?} not in {stderr}"
+        );
+    }
+    assert_eq!(removal_lines(&stderr).len(), gone.len(), "{stderr}");
+    assert_eq!(names(dir.path()), ["in", "out"]);
+    assert_eq!(ids(out.as_ref()), reference_fold(&rows, 3, "asc"));
+}
+
+/// Leftovers of a process that still runs, of another host, or without an owner stay.
+#[test]
+fn leftovers_of_running_or_foreign_runs_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(500, 7, false);
+    write_parquet_files(&dir.path().join("in"), &rows, 1);
+    let (host, me) = (host(), std::process::id());
+    let ended = ended_pid();
+    let kept = [
+        fake_staging(dir.path(), me, start_time(me), &host),
+        fake_partial(dir.path(), me, start_time(me), &host),
+        fake_staging(dir.path(), ended, 4242, "elsewhere.example"),
+        fake_partial(dir.path(), ended, 4242, "elsewhere.example"),
+    ];
+    // As delt named its staging directories before it recorded the host.
+    let unowned = dir
+        .path()
+        .join(format!(".delt-staging-{ended}-1700000000000-out"));
+    std::fs::create_dir(&unowned).unwrap();
+    let contents = |path: &Path| {
+        if path.is_dir() {
+            std::fs::read(path.join("0000000000.parquet")).unwrap()
+        } else {
+            std::fs::read(path).unwrap()
+        }
+    };
+    let before: Vec<Vec<u8>> = kept.iter().map(|p| contents(p)).collect();
+    let (input, single) = (p(dir.path(), "in/"), p(dir.path(), "out.jsonl"));
+    let output = run_sql(
+        &[&format!("COPY (SELECT * FROM '{input}') TO '{single}'")],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(removal_lines(&stderr).is_empty(), "{stderr}");
+    let after: Vec<Vec<u8>> = kept.iter().map(|p| contents(p)).collect();
+    assert!(before == after, "a kept leftover changed");
+    assert!(unowned.is_dir());
+    assert_eq!(names(dir.path()).len(), 2 + kept.len() + 1);
+    assert_eq!(ids(single.as_ref()), (0..500).collect::<Vec<i64>>());
+}
+
+/// A COPY killed with SIGKILL mid-write leaves its staging directory (a directory output) or
+/// its temporary file (a single file); the next COPY beside them removes both.
+#[test]
+fn leftovers_of_a_killed_copy_are_removed_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    // A large input from one file linked many times: long enough a COPY to kill it mid-write.
+    let big = dir.path().join("big");
+    write_parquet_row_groups(&big, &rows(200_000, 8, false), 1, 8192);
+    for i in 1..36 {
+        std::fs::hard_link(
+            big.join("part-0.parquet"),
+            big.join(format!("part-{i}.parquet")),
+        )
+        .unwrap();
+    }
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let big = p(dir.path(), "big/");
+    // Both at once: a COPY that starts while the other runs leaves the other's files alone.
+    let mut copies: Vec<_> = [
+        ("shards/", ".delt-staging-"),
+        ("one.jsonl", ".delt-partial-"),
+    ]
+    .into_iter()
+    .map(|(target, marker)| {
+        let copy = Command::new(env!("CARGO_BIN_EXE_delt"))
+            .args(["sql", "--quiet", "--threads", "1", "-c"])
+            .arg(format!(
+                "COPY (SELECT * FROM '{big}') TO '{}' STORED AS JSON \
+                 OPTIONS (rows_per_shard 50000)",
+                p(&out_dir, target)
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (copy, target, marker)
+    })
+    .collect();
+    // Each COPY removes leftovers before it writes: once both have written, kill both.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        let names = names(&out_dir);
+        let found: Vec<_> = copies
+            .iter()
+            .filter_map(|(_, _, marker)| names.iter().find(|n| n.contains(*marker)))
+            .collect();
+        if found.len() == copies.len() {
+            break found
+                .into_iter()
+                .map(|n| out_dir.join(n))
+                .collect::<Vec<_>>();
+        }
+        for (copy, target, _) in &mut copies {
+            assert!(
+                copy.try_wait().unwrap().is_none(),
+                "the COPY to {target} ended before it could be killed: make the input larger"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leftovers appeared: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut leftovers = Vec::new();
+    for ((mut copy, _, _), leftover) in copies.into_iter().zip(found) {
+        copy.kill().unwrap(); // SIGKILL
+        let status = copy.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+        assert!(leftover.exists(), "{leftover:?} is gone after SIGKILL");
+        leftovers.push((leftover, copy.id()));
+    }
+    let rows = rows(2000, 9, false);
+    write_parquet_files(&dir.path().join("small"), &rows, 1);
+    let small = p(dir.path(), "small/");
+    let output = run_sql(
+        &[&format!(
+            "COPY (SELECT * FROM '{small}' ORDER BY fold_order(score, 2)) TO '{}' \
+             STORED AS JSON OPTIONS (rows_per_shard 700)",
+            p(&out_dir, "shards/")
+        )],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let host = host();
+    for (leftover, pid) in &leftovers {
+        assert!(!leftover.exists(), "{leftover:?} still there");
+        let line = format!(
+            "removed leftover {} of an interrupted run (pid {pid} on {host})",
+            leftover.display()
+        );
+        assert!(
+            stderr.lines().any(|l| l == line),
+            "{line:?} not in {stderr}"
+        );
+    }
+    assert_eq!(names(&out_dir), ["shards"]);
+    assert_eq!(
+        names(&out_dir.join("shards")),
+        ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
+    );
+    assert_eq!(
+        ids(&out_dir.join("shards")),
+        reference_fold(&rows, 2, "asc")
+    );
 }

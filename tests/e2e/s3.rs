@@ -92,6 +92,19 @@ fn create_bucket(endpoint: &str, bucket: &str) {
     );
 }
 
+/// A separate S3 client for `name` at `endpoint`, to look at what delt wrote.
+fn bucket(endpoint: &str, name: &str) -> object_store::aws::AmazonS3 {
+    AmazonS3Builder::new()
+        .with_bucket_name(name)
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .unwrap()
+}
+
 fn delt_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_delt"));
     command.args(args).arg("--quiet");
@@ -154,15 +167,7 @@ fn fold_a_parquet_dataset_in_a_bucket_and_write_it_back_in_order() {
     );
 
     // Read back with a separate S3 client, shard by shard in name order.
-    let store = AmazonS3Builder::new()
-        .with_bucket_name("corpus")
-        .with_endpoint(&moto.endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .unwrap();
+    let store = bucket(&moto.endpoint, "corpus");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let got: Vec<i64> = runtime.block_on(async {
         let mut listed: Vec<ObjectPath> = store
@@ -274,6 +279,82 @@ fn unauthorized_request_fails_with_a_clear_message() {
         stderr.contains("403") && stderr.contains("credentials"),
         "{stderr}"
     );
+}
+
+/// A COPY to a directory on S3 removes the staging prefixes beside it of ended runs on this
+/// host, and only those.
+#[test]
+fn staging_prefixes_of_ended_runs_are_removed() {
+    let moto = start_moto();
+    create_bucket(&moto.endpoint, "corpus");
+    let store = bucket(&moto.endpoint, "corpus");
+    let (host, ended) = (host(), ended_pid());
+    let stale = format!("curated/.delt-staging-{ended}-4242@{host}_1700000000000-v2");
+    let foreign = format!("curated/.delt-staging-{ended}-4242@elsewhere.example_1700000000000-v2");
+    let kept = [
+        format!("{foreign}/0000000000.parquet"),
+        "curated/.notes".to_string(),
+        "curated/v1/part-00000.parquet".to_string(),
+    ];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listed = || -> Vec<String> {
+        runtime.block_on(async {
+            let mut keys: Vec<String> = store
+                .list(Some(&ObjectPath::from("curated")))
+                .map_ok(|m| m.location.to_string())
+                .try_collect()
+                .await
+                .unwrap();
+            keys.sort();
+            keys
+        })
+    };
+    runtime.block_on(async {
+        let staged = [0, 1].map(|i| format!("{stale}/000000000{i}.parquet"));
+        for key in kept.iter().chain(&staged) {
+            store
+                .put(&ObjectPath::from(key.as_str()), "half".into())
+                .await
+                .unwrap();
+        }
+    });
+    assert_eq!(listed().len(), kept.len() + 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(1000, 22, false);
+    write_parquet_files(&dir.path().join("in"), &rows, 1);
+    let copy = format!(
+        "COPY (SELECT * FROM '{}') TO 's3://corpus/curated/v2/' STORED AS PARQUET \
+         OPTIONS (rows_per_shard 600)",
+        p(dir.path(), "in/")
+    );
+    let out = delt_env(
+        &["sql", "-c", &copy],
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_ENDPOINT", moto.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "removed leftover s3://corpus/{stale} of an interrupted run (pid {ended} on {host})"
+        )
+    );
+    let mut expected: Vec<String> = kept.to_vec();
+    expected.extend(
+        [
+            "curated/v2/part-00000.parquet",
+            "curated/v2/part-00001.parquet",
+        ]
+        .map(String::from),
+    );
+    expected.sort();
+    assert_eq!(listed(), expected);
 }
 
 /// An endpoint that accepts connections and never answers: with a short 'aws.timeout' every

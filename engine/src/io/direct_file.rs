@@ -10,12 +10,18 @@
 //! refuses `O_DIRECT` (tmpfs, some FUSE file systems) and on other systems.
 //!
 //! The file is written under a temporary name beside its destination and renamed into place
-//! by [`DirectFile::finish`]; dropped unfinished, it removes the temporary file.
+//! by [`DirectFile::finish`]; dropped unfinished, it removes the temporary file. A process that
+//! is killed (SIGKILL, a power cut) cannot remove it, so the name records its [`Owner`]:
+//! `.<name>.delt-partial-<pid>-<start>@<host>_<n>`, where `start` is when the process started
+//! (clock ticks after boot, as `/proc/<pid>/stat` gives it; 0 where unknown) and `n` tells the
+//! files of one process apart. [`partial_owner`] reads it back, so that a later COPY can remove
+//! the files of processes that are gone ([`Owner::is_gone`]).
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::task::JoinHandle;
 
@@ -82,8 +88,8 @@ impl DirectFile {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temporary = destination.with_file_name(format!(
-            ".{name}.delt-partial-{}-{}",
-            std::process::id(),
+            ".{name}{PARTIAL_MARKER}{}{}",
+            Owner::current().tag(),
             unique()
         ));
         let file = open(&temporary)?;
@@ -163,6 +169,127 @@ impl Drop for DirectFile {
         if let Some(temporary) = self.temporary.take() {
             let _ = std::fs::remove_file(temporary);
         }
+    }
+}
+
+/// What marks a temporary file's name, before its owner.
+const PARTIAL_MARKER: &str = ".delt-partial-";
+
+/// The owner of a temporary file `name` that [`DirectFile`] writes; `None` for other names.
+pub fn partial_owner(name: &str) -> Option<Owner> {
+    let at = name.rfind(PARTIAL_MARKER)?;
+    let (owner, n) = Owner::parse(&name[at + PARTIAL_MARKER.len()..])?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(owner)
+}
+
+/// The process that writes a temporary file or directory, as its name records it (see the
+/// module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The process id.
+    pub pid: u32,
+    /// When the process started, in clock ticks after boot; 0 where unknown.
+    pub start: u64,
+    /// The host name, with characters other than ASCII letters, digits, `-` and `.` as `-`.
+    pub host: String,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current() -> &'static Owner {
+        static CURRENT: OnceLock<Owner> = OnceLock::new();
+        CURRENT.get_or_init(|| {
+            let pid = std::process::id();
+            Owner {
+                pid,
+                start: start_time(pid).unwrap_or(0),
+                host: host_name(),
+            }
+        })
+    }
+
+    /// The owner as it goes into a name: `<pid>-<start>@<host>_`.
+    pub fn tag(&self) -> String {
+        format!("{}-{}@{}_", self.pid, self.start, self.host)
+    }
+
+    /// Reads a [`tag`](Self::tag) at the start of `text`; returns the owner and what follows.
+    pub fn parse(text: &str) -> Option<(Owner, &str)> {
+        let (tag, rest) = text.split_once('_')?;
+        let (process, host) = tag.split_once('@')?;
+        let (pid, start) = process.split_once('-')?;
+        let valid_host = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        let owner = Owner {
+            pid: pid.parse().ok()?,
+            start: start.parse().ok()?,
+            host: host.to_string(),
+        };
+        valid_host.then_some((owner, rest))
+    }
+
+    /// Whether the owner has ended: it ran on this host, and no process has its pid now, or
+    /// the one that has it started at another time (the pid was reused). Owners on other
+    /// hosts are never gone: this host cannot tell.
+    pub fn is_gone(&self) -> bool {
+        if self.host != Owner::current().host {
+            return false;
+        }
+        let Some(pid) = i32::try_from(self.pid).ok().filter(|pid| *pid > 0) else {
+            return false;
+        };
+        // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+        let exists = unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !exists {
+            return true;
+        }
+        match start_time(self.pid) {
+            Some(start) => self.start != 0 && start != self.start,
+            None => false,
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {} on {}", self.pid, self.host)
+    }
+}
+
+/// When process `pid` started, in clock ticks after boot, where `/proc` tells.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; the command name before it (field 2, in parentheses) may hold spaces.
+    let after_name = stat.rsplit_once(')')?.1;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This host's name, as [`Owner::host`] holds it.
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: gethostname writes at most `buffer.len()` bytes into the buffer.
+    let name = if unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0 {
+        let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+        String::from_utf8_lossy(&buffer[..end])
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
     }
 }
 
@@ -260,6 +387,56 @@ mod tests {
             .filter(|n| n.contains("partial"))
             .collect();
         assert!(names.is_empty(), "left behind: {names:?}");
+    }
+
+    #[test]
+    fn temporary_names_record_their_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = DirectFile::create(dir.path().join("out.v1.jsonl")).unwrap();
+        let name = file.temporary.as_ref().unwrap().file_name().unwrap();
+        let name = name.to_str().unwrap();
+        assert!(name.starts_with(".out.v1.jsonl.delt-partial-"), "{name}");
+        assert_eq!(partial_owner(name).as_ref(), Some(Owner::current()));
+        assert!(Owner::current().start > 0, "read from /proc");
+        assert!(!Owner::current().is_gone());
+        for other in [
+            "out.jsonl",
+            ".out.jsonl.delt-partial-12-34_0",
+            ".out.jsonl.delt-partial-12-34@host_",
+            ".out.jsonl.delt-partial-12@host_0",
+            ".out.jsonl.delt-partial-x-34@host_0",
+            ".out.jsonl.delt-partial-12-34@a/b_0",
+        ] {
+            assert_eq!(partial_owner(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn owners_elsewhere_or_alive_are_not_gone() {
+        let me = Owner::current().clone();
+        let elsewhere = Owner {
+            host: format!("{}-other", me.host),
+            pid: u32::MAX,
+            ..me.clone()
+        };
+        assert!(!elsewhere.is_gone());
+        let reused = Owner {
+            start: me.start + 1,
+            ..me.clone()
+        };
+        assert!(reused.is_gone(), "same pid, another start: another process");
+        let unknown_start = Owner {
+            start: 0,
+            ..me.clone()
+        };
+        assert!(!unknown_start.is_gone());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let ended = Owner {
+            pid: child.id(),
+            ..me
+        };
+        assert!(ended.is_gone());
     }
 
     #[tokio::test]

@@ -12,6 +12,24 @@
 //!   directory beside the destination and moved in only after the last one is complete;
 //!   older `part-*` files of the same extension in the destination are then removed.
 //!
+//! A run that is killed (SIGKILL, a power cut) cannot clean up: its staging directory or
+//! temporary file stays beside the destination. Their names record the process that writes
+//! them (an [`Owner`]): `.delt-staging-<pid>-<start>@<host>_<nanos>-<name>` for a staging
+//! directory, `.<name>.delt-partial-<pid>-<start>@<host>_<n>` for a temporary file (see
+//! [`crate::io::direct_file`]). A COPY first removes those beside its destination (in the
+//! same directory, whatever destination they were for) whose process is gone: it ran on this
+//! host and no process with its pid and start time runs now. It prints one line on stderr for
+//! each. Leftovers of running processes, of other hosts (say, on a shared file system) and of
+//! delt versions that did not record an owner stay. Processes in another PID namespace that
+//! share the directory and the host name look gone.
+//!
+//! On S3, shards are staged under a `.delt-staging-*` prefix beside the destination, named the
+//! same way, and a COPY to a directory on S3 removes the stale prefixes beside it. A single
+//! file on S3 is one multipart upload, invisible until it completes; object_store cannot list
+//! unfinished uploads, so delt does not remove one that a killed run left (nor the one of a
+//! shard that was being uploaded): a bucket lifecycle rule (`AbortIncompleteMultipartUpload`)
+//! removes them, as with any other S3 client.
+//!
 //! Formats: Parquet, JSON lines (`STORED AS JSON`, one object per line, as the reference DELT
 //! trainer reads) and CSV.
 
@@ -43,7 +61,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::error::{DeltError, Result};
-use crate::io::direct_file::DirectFile;
+use crate::io::direct_file::{DirectFile, Owner, partial_owner};
 use crate::io::encodings::EncodingChoices;
 use crate::io::in_order::InOrder;
 use crate::io::jsonl::encoder::write_json_lines;
@@ -200,15 +218,63 @@ impl CopyTarget {
         stream: SendableRecordBatchStream,
         written: Arc<AtomicU64>,
     ) -> Result<u64> {
-        let result = if self.single_file {
-            self.write_file(store, stream, &written).await
-        } else {
-            self.write_shards(store, stream, &written).await
+        let result = match self.remove_leftovers(store.as_ref()).await {
+            Err(e) => Err(e),
+            Ok(()) if self.single_file => self.write_file(store, stream, &written).await,
+            Ok(()) => self.write_shards(store, stream, &written).await,
         };
         result.map_err(|source| DeltError::Output {
             destination: self.display.clone(),
             source: Box::new(source),
         })
+    }
+
+    /// Removes what killed runs left beside the destination (see the module documentation).
+    async fn remove_leftovers(&self, store: &dyn ObjectStore) -> Result<()> {
+        let parent = self.url.prefix().parent().unwrap_or_default();
+        if self.url.scheme() == "file" {
+            remove_local_leftovers(std::path::Path::new(&format!("/{parent}")));
+            return Ok(());
+        }
+        if self.single_file {
+            // Nothing is staged beside a single file on S3.
+            return Ok(());
+        }
+        // Staged objects sort together right after this offset: list those, not the whole
+        // directory (S3 lists in key order).
+        let offset = parent.clone().join(STAGING_MARKER);
+        let mut listing = store.list_with_offset(Some(&parent).filter(|p| !p.is_root()), &offset);
+        let mut staging: Vec<Path> = Vec::new();
+        while let Some(meta) = listing.try_next().await.map_err(DataFusionError::from)? {
+            let Some(name) = meta
+                .location
+                .prefix_match(&parent)
+                .and_then(|mut p| p.next())
+            else {
+                break;
+            };
+            if !name.as_ref().starts_with(STAGING_MARKER) {
+                break;
+            }
+            let dir = parent.clone().join(name);
+            if staging.last() != Some(&dir) {
+                staging.push(dir);
+            }
+        }
+        drop(listing);
+        for dir in staging {
+            let Some(owner) = dir.filename().and_then(staging_owner) else {
+                continue;
+            };
+            if owner.is_gone() {
+                remove_all(store, &dir, &self.url).await;
+                eprintln!(
+                    "removed leftover {}{dir} of an interrupted run ({owner})",
+                    self.store_url().as_str()
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn write_file(
@@ -407,6 +473,9 @@ pub async fn remove_unfinished() {
     }
 }
 
+/// What starts the name of a staging directory, before its owner.
+const STAGING_MARKER: &str = ".delt-staging-";
+
 /// A hidden directory beside `destination`, unique to this run.
 fn staging_dir(destination: &Path) -> Path {
     let nanos = SystemTime::now()
@@ -414,11 +483,54 @@ fn staging_dir(destination: &Path) -> Path {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let name = destination.filename().unwrap_or("output");
-    let tag = format!(".delt-staging-{}-{nanos}-{name}", std::process::id());
-    let mut parts: Vec<_> = destination.parts().collect();
-    parts.pop();
-    parts.push(tag.as_str().into());
-    Path::from_iter(parts)
+    let owner = Owner::current().tag();
+    let parent = destination.parent().unwrap_or_default();
+    parent.join(format!("{STAGING_MARKER}{owner}{nanos}-{name}"))
+}
+
+/// The owner of a staging directory `name`; `None` for other names.
+fn staging_owner(name: &str) -> Option<Owner> {
+    let (owner, rest) = Owner::parse(name.strip_prefix(STAGING_MARKER)?)?;
+    let (nanos, _) = rest.split_once('-')?;
+    (!nanos.is_empty() && nanos.bytes().all(|b| b.is_ascii_digit())).then_some(owner)
+}
+
+/// Removes the staging directories and temporary files in `dir` whose owner is gone.
+/// Best effort: what cannot be removed now stays for a later run.
+fn remove_local_leftovers(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let (Some(name), Ok(kind)) = (
+            entry.file_name().to_str().map(str::to_owned),
+            entry.file_type(),
+        ) else {
+            continue;
+        };
+        let owner = if kind.is_dir() {
+            staging_owner(&name)
+        } else if kind.is_file() {
+            partial_owner(&name)
+        } else {
+            None
+        };
+        let Some(owner) = owner.filter(Owner::is_gone) else {
+            continue;
+        };
+        let path = entry.path();
+        let removed = if kind.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if removed.is_ok() {
+            eprintln!(
+                "removed leftover {} of an interrupted run ({owner})",
+                path.display()
+            );
+        }
+    }
 }
 
 /// Best-effort removal of everything under `dir` (and the directory itself on a local disk).
@@ -656,5 +768,28 @@ mod tests {
             "{staging}"
         );
         assert!(staging.as_ref().ends_with("-out"));
+        assert_eq!(
+            staging_owner(staging.filename().unwrap()).as_ref(),
+            Some(Owner::current())
+        );
+        let at_root = staging_dir(&Path::from("out"));
+        assert!(at_root.as_ref().starts_with(".delt-staging-"), "{at_root}");
+    }
+
+    #[test]
+    fn staging_owners() {
+        let owner = staging_owner(".delt-staging-12-34@node-1.lan_1700-my_out-v2").unwrap();
+        assert_eq!(
+            (owner.pid, owner.start, owner.host.as_str()),
+            (12, 34, "node-1.lan")
+        );
+        for other in [
+            ".delt-staging-12-1700-out",
+            ".delt-staging-12-34@node_x-out",
+            ".delt-staging-12-34@node_1700",
+            "delt-staging-12-34@node_1700-out",
+        ] {
+            assert_eq!(staging_owner(other), None, "{other}");
+        }
     }
 }
