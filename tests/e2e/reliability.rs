@@ -135,9 +135,8 @@ fn temporary_files_of_a_killed_run_are_removed_by_the_next() {
     assert_eq!(left.len(), 1, "{left:?}");
     let dead = left[0].clone();
     assert!(dead.starts_with("delt-run-"), "{dead}");
-    // A directory of the same host whose owner runs (this test) stays.
-    let (host_part, _) = dead.rsplit_once('-').unwrap();
-    let alive = format!("{host_part}-{}", std::process::id());
+    // A directory whose owner runs (this test) stays.
+    let alive = format!("delt-run-{}", delt::io::owner::Owner::current().tag());
     std::fs::create_dir(tmp.path().join(&alive)).unwrap();
 
     let out = Command::new(env!("CARGO_BIN_EXE_delt"))

@@ -4,8 +4,9 @@
 //! sharded.
 //!
 //! Owns: `jsonl`, `parquet_writer`, `encodings`, `local_files`, `direct_file`,
-//! `object_stores`, `output`, and `in_order` (blocking work whose results are taken in the
-//! order it started, which the writers and the in-memory fold share).
+//! `object_stores`, `output`, `owner` (who made a temporary file, recorded in its name) and
+//! `in_order` (blocking work whose results are taken in the order it started, which the
+//! writers and the in-memory fold share).
 //! May import: the crate's error type only. Never `stages` or `sql`: a reader or writer does
 //! not know which stage feeds it.
 
@@ -16,4 +17,5 @@ pub mod jsonl;
 pub mod local_files;
 pub mod object_stores;
 pub mod output;
+pub mod owner;
 pub mod parquet_writer;

@@ -61,10 +61,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::error::{DeltError, Result};
-use crate::io::direct_file::{DirectFile, Owner, partial_owner};
+use crate::io::direct_file::{DirectFile, partial_owner};
 use crate::io::encodings::EncodingChoices;
 use crate::io::in_order::InOrder;
 use crate::io::jsonl::encoder::write_json_lines;
+use crate::io::owner::Owner;
 use crate::io::parquet_writer::ParallelParquetWriter;
 
 /// Rows per shard when writing a directory and `rows_per_shard` is not given.
