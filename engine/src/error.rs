@@ -17,6 +17,44 @@ pub enum DeltError {
     #[error("invalid --param `{0}`: expected NAME=VALUE")]
     BadParam(String),
 
+    /// A `${name}` outside quotes whose value is neither a number nor `true`/`false`.
+    #[error(
+        "parameter `{name}` is used outside quotes, where only a number or true/false can go, \
+         but its value is {value:?}: put '${{{name}}}' in quotes for a text value"
+    )]
+    ParamNotLiteral { name: String, value: String },
+
+    /// A `${name}` inside a quoted identifier.
+    #[error(
+        "parameter `{name}` is inside a quoted identifier ({quote}...{quote}): identifiers \
+         cannot be parameters; write the name itself, or '${{{name}}}' where text is meant"
+    )]
+    ParamInIdentifier { name: String, quote: String },
+
+    /// A `${name}` inside a string other than a plain `'...'` one.
+    #[error(
+        "parameter `{name}` is inside a string opened by {opening}, where a value cannot be \
+         bound safely: use a plain '...' string, '${{{name}}}'"
+    )]
+    ParamInString { name: String, opening: String },
+
+    /// Text values that would change the SQL around their strings, not just the strings.
+    #[error(
+        "the value of parameter {} would change the SQL around its '...' string: delt misread \
+         the quotes near it; write that part of the SQL more plainly (and please report it)",
+        list(.names, "`", "`")
+    )]
+    ParamChangesSql { names: Vec<String> },
+
+    /// `--param` values that no `${name}` of the run's SQL uses.
+    #[error(
+        "unused --param {}: the SQL has no {} outside comments; remove the --param or \
+         correct the name",
+        list(.names, "`", "`"),
+        list(.names, "${", "}")
+    )]
+    UnusedParams { names: Vec<String> },
+
     /// A statement failed; `source` says why.
     #[error("{origin}, statement {index} ({sql}): {source}")]
     Statement {
@@ -70,6 +108,15 @@ pub enum DeltError {
         context: String,
         source: std::io::Error,
     },
+}
+
+/// Parameter names for a message, each between `before` and `after`: `a`, `b`.
+fn list(names: &[String], before: &str, after: &str) -> String {
+    names
+        .iter()
+        .map(|name| format!("{before}{name}{after}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Strips DataFusion's nesting noise ("External error: ", "Arrow error: " chains, backtraces)

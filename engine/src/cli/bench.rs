@@ -31,7 +31,7 @@ pub struct EfficacyArgs {
     /// TABLE) run first.
     #[arg(long, default_value = "sql/efficacy_arms.sql")]
     arms: PathBuf,
-    /// Substitute VALUE for ${NAME} in the arms file (repeatable).
+    /// Bind VALUE to ${NAME} in the arms file, as `delt sql --param` does (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
     /// Output directory: report.md, results.json, loss_curves.png, target_loss.png.

@@ -21,7 +21,15 @@ pub struct SqlArgs {
     #[arg(short = 'c', long = "command", value_name = "SQL")]
     commands: Vec<String>,
 
-    /// Substitute VALUE for ${NAME} in the SQL (repeatable).
+    /// Bind VALUE to ${NAME} in the SQL as a literal (repeatable).
+    ///
+    /// Inside a plain '...' string, ${NAME} takes any text, its quotes doubled so that it
+    /// cannot end the string: LOCATION '${input}'. Outside quotes it takes only a number
+    /// (optional sign, digits, optional fraction and exponent) or true/false:
+    /// fold_order(score, ${layers}). ${NAME} in a comment is left alone; inside a
+    /// double-quoted identifier or another kind of string (E'...', $$...$$) it is an error.
+    /// Every placeholder needs a --param and every --param must be used by one of the -f and
+    /// -c sources; all of them are checked before anything runs.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
 
@@ -101,6 +109,7 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
     );
     let scratch = ScratchDir::create()?;
     let params = crate::sql::params::Params::parse(args.params.iter().map(String::as_str))?;
+    params.check_sources(sources.iter().map(|(_, text)| text.as_str()))?;
     let mut session = DeltSession::new();
     if let Some(limit) = &args.memory_limit {
         session = session

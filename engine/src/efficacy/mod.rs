@@ -147,9 +147,11 @@ pub struct Run {
     pub seconds: f64,
 }
 
-/// Reads the corpus and target, registers the training corpus as table `corpus`, runs the
-/// arms file and reads every arm's texts in order.
+/// Checks the `--param` values against the arms file, reads the corpus and target, registers
+/// the training corpus as table `corpus`, runs the arms file and reads every arm's texts in
+/// order.
 pub async fn read_inputs(ctx: &SessionContext, job: &EfficacyJob) -> Result<Inputs> {
+    job.params.check_sources([job.arms_sql.as_str()])?;
     let read = |path: &str| format!("SELECT * FROM '{path}'");
     let corpus = collect(ctx, &read(&job.corpus), &job.corpus).await?;
     let schema = corpus
@@ -186,7 +188,7 @@ pub async fn read_inputs(ctx: &SessionContext, job: &EfficacyJob) -> Result<Inpu
         )));
     }
 
-    let names = arm_names(&job.params.substitute(&job.arms_sql)?, &job.arms_origin)?;
+    let names = arm_names(&job.params.bind(&job.arms_sql)?, &job.arms_origin)?;
     let mut runner = Runner::new(ctx.clone()).with_params(job.params.clone());
     runner.run_source(&job.arms_sql, &job.arms_origin).await?;
     let mut arms = Vec::with_capacity(names.len());

@@ -37,9 +37,9 @@ pub enum ResultFormat {
     Json,
 }
 
-/// Executes SQL text: parameters substituted, statements run in order, query results printed,
-/// `COPY` written in order and atomically, S3 options of `CREATE EXTERNAL TABLE` and `COPY`
-/// applied.
+/// Executes SQL text: parameters bound as literals, statements run in order, query results
+/// printed, `COPY` written in order and atomically, S3 options of `CREATE EXTERNAL TABLE` and
+/// `COPY` applied.
 pub struct Runner {
     ctx: SessionContext,
     params: Params,
@@ -122,7 +122,7 @@ impl Runner {
 
     /// Runs the statements of `sql`; `origin` (a file name) appears in errors.
     pub async fn run_source(&mut self, sql: &str, origin: &str) -> Result<()> {
-        let sql = self.params.substitute(sql)?;
+        let sql = self.params.bind(sql)?;
         let statements = DFParser::parse_sql(&sql).map_err(|e| {
             DeltError::Config(format!(
                 "{origin}: SQL syntax error: {}",
