@@ -8,6 +8,7 @@ mod jsonl_input;
 mod lqs;
 mod ordering;
 mod output;
+mod params;
 mod plugins;
 mod reliability;
 mod s3;
