@@ -263,7 +263,7 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 
-    use super::{FoldMode, Pass, hold, merge, passes};
+    use super::{FoldMode, Pass, chunks, hold, merge, passes};
     use crate::stages::order_key::order_key;
 
     /// Batches of (id, key) for rows scored `score(id)` in `partition`, `sizes` rows a batch.
