@@ -111,9 +111,22 @@ pub fn write_jsonl(path: &Path, rows: &[Row]) {
     std::fs::write(path, text).unwrap();
 }
 
+/// The `delt` binary, with a temporary directory of its own: a run removes the temporary
+/// files of killed runs it finds there (and says so), which must not show in another test.
+pub fn delt_command() -> Command {
+    let tmp = tempfile::Builder::new()
+        .prefix("delt-e2e-")
+        .tempdir()
+        .expect("a temporary directory")
+        .keep();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_delt"));
+    command.env("TMPDIR", tmp);
+    command
+}
+
 /// Runs `delt` with `args` (quiet), returning its output.
 pub fn delt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_delt"))
+    delt_command()
         .args(args)
         .arg("--quiet")
         .output()

@@ -2,7 +2,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -331,7 +331,7 @@ fn leftovers_of_a_killed_copy_are_removed_by_the_next() {
     ]
     .into_iter()
     .map(|(target, marker)| {
-        let copy = Command::new(env!("CARGO_BIN_EXE_delt"))
+        let copy = delt_command()
             .args(["sql", "--quiet", "--threads", "1", "-c"])
             .arg(format!(
                 "COPY (SELECT * FROM '{big}') TO '{}' STORED AS JSON \

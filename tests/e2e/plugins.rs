@@ -206,12 +206,7 @@ fn plugin_scores_drive_filters_and_folding() {
 #[test]
 fn plugins_list_and_inspect() {
     let lib = rust_plugin("text_quality");
-    let delt = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_delt"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let delt = |args: &[&str]| delt_command().args(args).output().unwrap();
     let list = delt(&["plugins", "list", "--plugin", lib.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success());
@@ -223,7 +218,7 @@ fn plugins_list_and_inspect() {
     // DELT_PLUGIN_PATH: every library in the listed directories.
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(&lib, dir.path().join("libquality.so")).unwrap();
-    let with_path = Command::new(env!("CARGO_BIN_EXE_delt"))
+    let with_path = delt_command()
         .args([
             "sql",
             "--quiet",

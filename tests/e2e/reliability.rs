@@ -5,7 +5,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -55,7 +55,7 @@ fn start_slow_fold(dir: &Path, tmp: &Path, memory_limit: Option<&str>) -> Child 
     if !input.exists() {
         write_parquet_files(&input, &rows(20_000, 7, false), 2);
     }
-    let mut command = Command::new(env!("CARGO_BIN_EXE_delt"));
+    let mut command = delt_command();
     command.env("TMPDIR", tmp).args(["sql", "--quiet"]);
     if let Some(limit) = memory_limit {
         command.args(["--memory-limit", limit]);
@@ -139,7 +139,7 @@ fn temporary_files_of_a_killed_run_are_removed_by_the_next() {
     let alive = format!("delt-run-{}", delt::io::owner::Owner::current().tag());
     std::fs::create_dir(tmp.path().join(&alive)).unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_delt"))
+    let out = delt_command()
         .env("TMPDIR", tmp.path())
         .args(["sql", "--quiet", "-c", "SELECT 1"])
         .output()
@@ -165,7 +165,7 @@ fn libraries_in_the_plugin_path_that_do_not_load_are_skipped_with_a_warning() {
         dir.path().join("libmisbehaving.so"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_delt"))
+    let out = delt_command()
         .env("DELT_PLUGIN_PATH", dir.path())
         .args([
             "sql",

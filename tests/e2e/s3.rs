@@ -106,7 +106,7 @@ fn bucket(endpoint: &str, name: &str) -> object_store::aws::AmazonS3 {
 }
 
 fn delt_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_delt"));
+    let mut command = delt_command();
     command.args(args).arg("--quiet");
     for var in [
         "AWS_ACCESS_KEY_ID",
