@@ -46,6 +46,75 @@ fn a_plugin_that_crashes_the_process_is_named() {
     }
 }
 
+#[test]
+fn an_isolated_plugin_that_crashes_fails_the_query_and_delt_goes_on() {
+    let lib = rust_plugin("misbehaving");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.parquet");
+    for (function, name) in [("segfault_on", "SIGSEGV"), ("abort_on", "SIGABRT")] {
+        let e = fail_sql(&[
+            &format!(
+                "CREATE FUNCTION f(t VARCHAR) RETURNS DOUBLE LANGUAGE delt \
+                 AS '{}#{function}?isolation=process'",
+                lib.display()
+            ),
+            &format!(
+                "COPY (SELECT f(column1) AS n FROM (VALUES ('a'), ('boom'), ('c'))) TO '{}'",
+                out.display()
+            ),
+        ]);
+        assert!(
+            e.contains(&format!(
+                "plugin {} function {function} crashed: its isolated process was killed by {name} \
+                 while scoring a batch of 3 rows (its first text: 'a')",
+                lib.display()
+            )),
+            "{function}: {e}"
+        );
+        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    }
+    // The flag isolates every plugin function; errors and scores are those of in-process calls.
+    let query = "SELECT id, text_quality(text) AS q FROM 'examples/data/docs.jsonl' ORDER BY id";
+    let text_quality = rust_plugin("text_quality");
+    let run = |isolation: &str| {
+        delt_command()
+            .current_dir(repo())
+            .args([
+                "sql",
+                "--quiet",
+                "--format",
+                "csv",
+                "--plugin-isolation",
+                isolation,
+            ])
+            .args(["--plugin", text_quality.to_str().unwrap(), "-c", query])
+            .output()
+            .unwrap()
+    };
+    let (isolated, in_process) = (run("process"), run("in-process"));
+    assert!(
+        isolated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&isolated.stderr)
+    );
+    assert_eq!(isolated.stdout, in_process.stdout);
+    assert!(isolated.stdout.len() > 1000);
+    let e = fail_sql(&[
+        &format!(
+            "CREATE FUNCTION f(t VARCHAR) RETURNS DOUBLE LANGUAGE delt AS '{}#fail_on?isolation=process'",
+            lib.display()
+        ),
+        "SELECT f(column1) FROM (VALUES ('a'), ('boom'))",
+    ]);
+    assert!(
+        e.contains(&format!(
+            "plugin {} function fail_on failed: cannot score 'boom'",
+            lib.display()
+        )),
+        "{e}"
+    );
+}
+
 /// A `delt sql` run of a fold over 20,000 rows (in `dir/in/`) scored by the misbehaving
 /// plugin's `slow` function (200 ms per batch of 100 rows: about 20 s on 2 threads), into a
 /// directory of shards `dir/out`; its temporary files go to `tmp`.

@@ -49,6 +49,9 @@ pub enum Command {
         #[command(subcommand)]
         command: LqsCommand,
     },
+    /// Internal: one instance of a plugin function in its own process (isolation=process).
+    #[command(name = "plugin-worker", hide = true)]
+    PluginWorker(plugins::WorkerArgs),
 }
 
 /// Runs the parsed command line; `matches` are the arguments as clap matched them (`delt sql`
@@ -62,6 +65,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Plugins { command } => plugins::run(command),
         Command::Lqs { command } => lqs::run(command),
         Command::Bench { command } => bench::run(command),
+        Command::PluginWorker(args) => plugins::serve(args),
     }
 }
 

@@ -22,6 +22,27 @@ pub enum PluginsCommand {
     },
 }
 
+/// Serves one instance of a plugin function for an isolated run (`isolation=process`):
+/// started by delt itself, speaking frames of Arrow IPC on stdin and stdout.
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// The plugin library.
+    library: PathBuf,
+    /// The function.
+    function: String,
+    /// Its options, as a JSON object.
+    options: String,
+}
+
+/// Runs `delt plugin-worker` and exits with its status.
+pub(super) fn serve(args: WorkerArgs) -> ! {
+    std::process::exit(crate::plugins::isolation::serve(
+        &args.library,
+        &args.function,
+        &args.options,
+    ))
+}
+
 /// Runs `delt plugins <command>`.
 pub(super) fn run(command: PluginsCommand) -> anyhow::Result<()> {
     tune_allocator(FreedMemory::BelowMapThreshold, None);

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::allocator::{FreedMemory, tune_allocator};
 use super::plugins::found_plugins;
 use super::scratch::ScratchDir;
+use crate::plugins::isolation::Isolation;
 use crate::sql::runner::ResultFormat;
 use crate::sql::session::parse_size;
 use crate::{DeltSession, Runner};
@@ -53,6 +54,12 @@ pub struct SqlArgs {
     /// the directories of DELT_PLUGIN_PATH are loaded too.
     #[arg(long = "plugin", value_name = "PATH")]
     plugins: Vec<PathBuf>,
+
+    /// Where plugin functions run: `in-process` (fastest; a crashing plugin ends delt, with a
+    /// line naming it) or `process` (each instance in a child process: a crash fails the
+    /// query). `CREATE FUNCTION ... AS 'lib#f?isolation=...'` decides for its function.
+    #[arg(long, value_name = "WHERE", default_value = "in-process")]
+    plugin_isolation: Isolation,
 
     /// No progress line or summaries on stderr.
     #[arg(short, long)]
@@ -121,6 +128,7 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
     if let Some(rows) = args.batch_size {
         session = session.with_batch_size(rows);
     }
+    session = session.with_plugin_isolation(args.plugin_isolation);
     for plugin in found_plugins() {
         session = session.with_found_plugin(plugin);
     }

@@ -11,9 +11,10 @@
 //! * the library: a path (relative to the working directory), or a bare name such as
 //!   `delt_lqs` for `libdelt_lqs.so` in `DELT_PLUGIN_PATH` or beside the `delt` executable;
 //! * `#function`: the plugin function (default: the SQL name, or the library's only function);
-//! * `?name=value&...`: `batch_size` (rows per call) and `concurrency` (instances scoring at
-//!   once) are delt's; every other option goes to the plugin, as a number or boolean when it
-//!   reads as one, else as a string.
+//! * `?name=value&...`: `batch_size` (rows per call), `concurrency` (instances scoring at
+//!   once) and `isolation` (`process`: each instance in a child process, so that a crash fails
+//!   the query; `in-process`, the default) are delt's; every other option goes to the plugin,
+//!   as a number or boolean when it reads as one, else as a string.
 
 use std::sync::Arc;
 
@@ -26,17 +27,23 @@ use datafusion::logical_expr::{CreateFunction, Expr};
 use delt_plugin::Options;
 
 use crate::plugins::host::{FunctionSettings, PluginFunction, PluginRegistry, find_library};
+use crate::plugins::isolation::Isolation;
 
 /// Creates plugin functions from `CREATE FUNCTION ... LANGUAGE delt`.
 #[derive(Debug)]
 pub struct DeltFunctionFactory {
     registry: Arc<PluginRegistry>,
+    isolation: Isolation,
 }
 
 impl DeltFunctionFactory {
-    /// A factory loading libraries through `registry`.
-    pub fn new(registry: Arc<PluginRegistry>) -> Self {
-        Self { registry }
+    /// A factory loading libraries through `registry`; functions whose body names no
+    /// `isolation` get `isolation`.
+    pub fn new(registry: Arc<PluginRegistry>, isolation: Isolation) -> Self {
+        Self {
+            registry,
+            isolation,
+        }
     }
 }
 
@@ -49,6 +56,8 @@ pub struct FunctionBody {
     pub function: Option<String>,
     /// Host settings and plugin options.
     pub settings: FunctionSettings,
+    /// The isolation the body asks for, if it names one.
+    pub isolation: Option<Isolation>,
 }
 
 /// Parses `library#function?name=value&...`.
@@ -62,6 +71,7 @@ pub fn parse_body(body: &str) -> Result<FunctionBody> {
         return plan_err!("CREATE FUNCTION ... AS '{body}': the library path is missing");
     }
     let mut settings = FunctionSettings::default();
+    let mut isolation = None;
     let mut options = Options::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let Some((name, value)) = pair.split_once('=') else {
@@ -81,6 +91,12 @@ pub fn parse_body(body: &str) -> Result<FunctionBody> {
         match name {
             "batch_size" => settings.batch_size = count()?,
             "concurrency" => settings.concurrency = count()?,
+            "isolation" => {
+                isolation =
+                    Some(value.parse().map_err(|e: String| {
+                        DataFusionError::Plan(format!("CREATE FUNCTION: {e}"))
+                    })?)
+            }
             _ => {
                 let parsed = serde_json::from_str::<serde_json::Value>(value)
                     .ok()
@@ -95,6 +111,7 @@ pub fn parse_body(body: &str) -> Result<FunctionBody> {
         library: library.to_string(),
         function,
         settings,
+        isolation,
     })
 }
 
@@ -165,8 +182,12 @@ impl FunctionFactory for DeltFunctionFactory {
                 spec.returns.data_type()
             );
         }
+        let settings = FunctionSettings {
+            isolation: body.isolation.unwrap_or(self.isolation),
+            ..body.settings
+        };
         let udf =
-            PluginFunction::try_new(&statement.name, library, &function, body.settings)?.into_udf();
+            PluginFunction::try_new(&statement.name, library, &function, settings)?.into_udf();
         Ok(RegisterFunction::Scalar(Arc::new(udf)))
     }
 }

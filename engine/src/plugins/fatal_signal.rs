@@ -13,6 +13,7 @@ use std::cell::Cell;
 use std::ffi::c_int;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The signals that end a process on the spot, with their names.
 const FATAL: [(c_int, &str); 5] = [
@@ -37,6 +38,14 @@ unsafe impl Sync for Previous {}
 
 static PREVIOUS: OnceLock<Previous> = OnceLock::new();
 
+/// Set in a process whose crashes another process reports (an isolated plugin's).
+static SILENT: AtomicBool = AtomicBool::new(false);
+
+/// Leaves fatal signals alone in this process: its parent names the plugin instead.
+pub fn stay_silent() {
+    SILENT.store(true, Ordering::Relaxed);
+}
+
 /// While alive, a fatal signal on this thread prints the message given to [`enter`].
 pub struct CallGuard<'a> {
     outer: (*const u8, usize),
@@ -46,7 +55,9 @@ pub struct CallGuard<'a> {
 /// Marks this thread as inside a plugin call. `message` is printed, followed by the signal's
 /// name and a newline, if the call dies of a fatal signal.
 pub fn enter(message: &[u8]) -> CallGuard<'_> {
-    PREVIOUS.get_or_init(install);
+    if !SILENT.load(Ordering::Relaxed) {
+        PREVIOUS.get_or_init(install);
+    }
     let outer = CURRENT.replace((message.as_ptr(), message.len()));
     CallGuard {
         outer,

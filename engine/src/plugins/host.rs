@@ -39,6 +39,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
 
 use super::fatal_signal;
+use super::isolation::{ChildInstance, Isolation};
 
 /// Rows per call into a plugin unless `batch_size` says otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
@@ -348,6 +349,8 @@ pub struct FunctionSettings {
     pub batch_size: usize,
     /// Instances that may score at the same time.
     pub concurrency: usize,
+    /// Where instances run: in delt's process or each in a child process.
+    pub isolation: Isolation,
 }
 
 impl Default for FunctionSettings {
@@ -358,6 +361,37 @@ impl Default for FunctionSettings {
             concurrency: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            isolation: Isolation::default(),
+        }
+    }
+}
+
+/// An instance of a plugin function, in delt's process or in a child process.
+enum Scorer {
+    InProcess(Instance),
+    Child(ChildInstance),
+}
+
+impl Scorer {
+    fn new(
+        library: &Arc<PluginLibrary>,
+        function: &str,
+        settings: &FunctionSettings,
+    ) -> Result<Self> {
+        Ok(match settings.isolation {
+            Isolation::InProcess => Self::InProcess(library.instance(function, &settings.options)?),
+            Isolation::Process => Self::Child(ChildInstance::start(
+                library.path(),
+                function,
+                &settings.options,
+            )?),
+        })
+    }
+
+    fn score(&mut self, args: &[ArrayRef], rows: usize, returns: &DataType) -> Result<ArrayRef> {
+        match self {
+            Self::InProcess(instance) => instance.score(args, rows, returns),
+            Self::Child(instance) => instance.score(args, rows, returns),
         }
     }
 }
@@ -369,7 +403,7 @@ pub struct PluginFunction {
     library: Arc<PluginLibrary>,
     settings: FunctionSettings,
     signature: Signature,
-    idle: Mutex<Vec<Instance>>,
+    idle: Mutex<Vec<Scorer>>,
     permits: Semaphore,
 }
 
@@ -386,7 +420,7 @@ impl PluginFunction {
             .function(function)
             .map_err(|e| DataFusionError::Plan(e.to_string()))?
             .clone();
-        let first = library.instance(function, &settings.options)?;
+        let first = Scorer::new(&library, function, &settings)?;
         let signature = signature_of(&spec);
         Ok(Self {
             sql_name: sql_name.to_string(),
@@ -567,9 +601,7 @@ impl AsyncScalarUDFImpl for PluginFunction {
         let reused = self.idle.lock().expect("instance pool").pop();
         let mut instance = match reused {
             Some(instance) => instance,
-            None => self
-                .library
-                .instance(&self.spec.name, &self.settings.options)?,
+            None => Scorer::new(&self.library, &self.spec.name, &self.settings)?,
         };
         let returns = self.returns();
         let score = move || {

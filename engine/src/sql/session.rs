@@ -14,6 +14,7 @@ use crate::io::jsonl::JsonLinesFormatFactory;
 use crate::io::object_stores::DeltObjectStoreRegistry;
 use crate::plugins::create_function::DeltFunctionFactory;
 use crate::plugins::host::{FunctionSettings, PluginFunction, PluginRegistry};
+use crate::plugins::isolation::Isolation;
 use crate::sql::planner::DeltQueryPlanner;
 use crate::sql::rewrite::DeltRewrite;
 
@@ -35,6 +36,7 @@ pub struct DeltSession {
     threads: Option<usize>,
     batch_size: Option<usize>,
     plugins: Vec<PluginToLoad>,
+    plugin_isolation: Isolation,
 }
 
 /// A plugin library the session loads when it is built.
@@ -79,6 +81,13 @@ impl DeltSession {
             path: path.into(),
             required: true,
         });
+        self
+    }
+
+    /// Where plugin functions run unless their `CREATE FUNCTION` says otherwise: in this
+    /// process (the default) or each instance in a child process.
+    pub fn with_plugin_isolation(mut self, isolation: Isolation) -> Self {
+        self.plugin_isolation = isolation;
         self
     }
 
@@ -162,9 +171,10 @@ impl DeltSession {
             .with_default_features()
             .with_query_planner(Arc::new(DeltQueryPlanner))
             .with_analyzer_rule(Arc::new(DeltRewrite))
-            .with_function_factory(Some(Arc::new(DeltFunctionFactory::new(Arc::clone(
-                &plugins,
-            )))))
+            .with_function_factory(Some(Arc::new(DeltFunctionFactory::new(
+                Arc::clone(&plugins),
+                self.plugin_isolation,
+            ))))
             .build();
         state.register_file_format(Arc::new(JsonLinesFormatFactory::json()), true)?;
         state.register_file_format(Arc::new(JsonLinesFormatFactory::jsonl()), false)?;
@@ -190,7 +200,10 @@ impl DeltSession {
                     &spec.name,
                     Arc::clone(&library),
                     &spec.name,
-                    FunctionSettings::default(),
+                    FunctionSettings {
+                        isolation: self.plugin_isolation,
+                        ..FunctionSettings::default()
+                    },
                 ) {
                     Ok(function) => {
                         ctx.register_udf(function.into_udf());
