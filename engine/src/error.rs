@@ -187,6 +187,21 @@ impl DeltError {
             source,
         }
     }
+
+    /// An error of a query that reads the file(s) at `path`, naming them. DataFusion says a
+    /// path it cannot find is a table that is not found; this says which path is missing.
+    pub fn reading(path: &str, error: DataFusionError) -> Self {
+        match error.find_root() {
+            DataFusionError::Plan(message)
+                if message.starts_with("table '") && message.ends_with("not found") =>
+            {
+                Self::BadInput(format!(
+                    "{path}: no such file or no files in that directory; check the path"
+                ))
+            }
+            _ => Self::Config(format!("{path}: {}", Self::from(error))),
+        }
+    }
 }
 
 /// Shorthand for results in this crate.

@@ -199,3 +199,29 @@ fn every_read_path_names_the_bad_file() {
         "{e}"
     );
 }
+
+#[test]
+fn lqs_jobs_name_a_missing_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("proxy.jsonl");
+    let out = delt(&[
+        "lqs",
+        "annotate",
+        "--proxy",
+        missing.to_str().unwrap(),
+        "--target",
+        missing.to_str().unwrap(),
+        "--out",
+        dir.path().join("labels.parquet").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "error: {}: no such file or no files in that directory; check the path",
+            missing.display()
+        )
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

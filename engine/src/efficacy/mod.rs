@@ -232,10 +232,9 @@ pub async fn read_inputs(ctx: &SessionContext, job: &EfficacyJob) -> Result<Inpu
     })
 }
 
-async fn collect(ctx: &SessionContext, sql: &str, what: &str) -> Result<Vec<RecordBatch>> {
+async fn collect(ctx: &SessionContext, sql: &str, path: &str) -> Result<Vec<RecordBatch>> {
     let read = async { ctx.sql(sql).await?.collect().await };
-    read.await
-        .map_err(|e| DeltError::Config(format!("{what}: {}", DeltError::from(e))))
+    read.await.map_err(|e| DeltError::reading(path, e))
 }
 
 /// The names of the views the arms file creates, in file order.

@@ -29,9 +29,7 @@ pub async fn read_texts(
     });
     let sql = format!("SELECT {id} AS id, \"{text_column}\" AS text FROM '{path}'");
     let read = async { ctx.sql(&sql).await?.collect().await };
-    let batches = read
-        .await
-        .map_err(|e| DeltError::Config(format!("{path}: {}", DeltError::from(e))))?;
+    let batches = read.await.map_err(|e| DeltError::reading(path, e))?;
     let ids: Vec<ArrayRef> = batches.iter().map(|b| b.column(0).clone()).collect();
     let id_refs: Vec<&dyn Array> = ids.iter().map(|a| a.as_ref()).collect();
     let ids = if id_refs.is_empty() {
