@@ -176,6 +176,16 @@ pub fn fail_sql(statements: &[&str]) -> String {
     stderr
 }
 
+/// The names in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The files making up an output: the file itself, or a directory's files in name order.
 pub fn output_files(path: &Path) -> Vec<PathBuf> {
     if path.is_dir() {

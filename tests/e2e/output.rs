@@ -7,15 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn directory_output_is_ordered_zero_padded_shards() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,16 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// Names in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn a_plugin_that_crashes_the_process_is_named() {
     let lib = rust_plugin("misbehaving");
@@ -71,7 +61,7 @@ fn an_isolated_plugin_that_crashes_fails_the_query_and_delt_goes_on() {
             )),
             "{function}: {e}"
         );
-        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
     }
     // The flag isolates every plugin function; errors and scores are those of in-process calls.
     let query = "SELECT id, text_quality(text) AS q FROM 'examples/data/docs.jsonl' ORDER BY id";
@@ -180,14 +170,14 @@ fn ctrl_c_and_sigterm_stop_a_scored_fold_at_once_and_leave_nothing() {
             "{name}: {stderr}"
         );
         assert_eq!(
-            entries(dir.path()),
+            names(dir.path()),
             ["in"],
             "{name}: nothing beside the input"
         );
         assert!(
-            entries(tmp.path()).is_empty(),
+            names(tmp.path()).is_empty(),
             "{name}: temporary files left: {:?}",
-            entries(tmp.path())
+            names(tmp.path())
         );
     }
 }
@@ -200,7 +190,7 @@ fn temporary_files_of_a_killed_run_are_removed_by_the_next() {
     std::thread::sleep(Duration::from_millis(2500));
     child.kill().unwrap();
     child.wait().unwrap();
-    let left = entries(tmp.path());
+    let left = names(tmp.path());
     assert_eq!(left.len(), 1, "{left:?}");
     let dead = left[0].clone();
     assert!(dead.starts_with("delt-run-"), "{dead}");
@@ -222,7 +212,7 @@ fn temporary_files_of_a_killed_run_are_removed_by_the_next() {
         )),
         "{stderr}"
     );
-    assert_eq!(entries(tmp.path()), [alive]);
+    assert_eq!(names(tmp.path()), [alive]);
 }
 
 #[test]

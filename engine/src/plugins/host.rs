@@ -319,18 +319,32 @@ impl Instance {
         imported
             .validate_full()
             .map_err(|e| invalid(e.to_string()))?;
-        let scores = datafusion::arrow::array::make_array(imported);
-        if scores.len() != rows {
-            return exec_err!("{who} returned {} values for {rows} rows", scores.len());
-        }
-        if scores.data_type() != returns {
-            return exec_err!(
-                "{who} returned {} values, its manifest promises {returns}",
-                scores.data_type()
-            );
-        }
-        Ok(scores)
+        check_scores(
+            &who,
+            datafusion::arrow::array::make_array(imported),
+            rows,
+            returns,
+        )
     }
+}
+
+/// `scores` if `who` returned one value of the promised type per row, else the error.
+pub(super) fn check_scores(
+    who: &str,
+    scores: ArrayRef,
+    rows: usize,
+    returns: &DataType,
+) -> Result<ArrayRef> {
+    if scores.len() != rows {
+        return exec_err!("{who} returned {} values for {rows} rows", scores.len());
+    }
+    if scores.data_type() != returns {
+        return exec_err!(
+            "{who} returned {} values, its manifest promises {returns}",
+            scores.data_type()
+        );
+    }
+    Ok(scores)
 }
 
 impl Drop for Instance {

@@ -25,7 +25,7 @@ use datafusion::common::exec_err;
 use datafusion::error::{DataFusionError, Result};
 use delt_plugin::Options;
 
-use super::host::{Instance, PluginLibrary};
+use super::host::{Instance, PluginLibrary, check_scores};
 
 /// Where a plugin function's instances run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -42,7 +42,7 @@ impl std::str::FromStr for Isolation {
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "in-process" | "none" => Ok(Self::InProcess),
+            "in-process" => Ok(Self::InProcess),
             "process" => Ok(Self::Process),
             other => Err(format!(
                 "unknown plugin isolation '{other}': use 'process' or 'in-process'"
@@ -136,17 +136,7 @@ impl ChildInstance {
             // The child's message names the plugin and function already.
             return exec_err!("{}", String::from_utf8_lossy(&payload));
         }
-        let scores = decode(&payload)?.column(0).clone();
-        if scores.len() != rows {
-            return exec_err!("{who} returned {} values for {rows} rows", scores.len());
-        }
-        if scores.data_type() != returns {
-            return exec_err!(
-                "{who} returned {} values, its manifest promises {returns}",
-                scores.data_type()
-            );
-        }
-        Ok(scores)
+        check_scores(&who, decode(&payload)?.column(0).clone(), rows, returns)
     }
 
     /// The error for a child that ended while doing `what`; reaps it.
@@ -194,7 +184,7 @@ fn describe_batch(args: &[ArrayRef], rows: usize) -> String {
     let first = args
         .iter()
         .find_map(|a| {
-            let text = datafusion::arrow::compute::cast(a, &DataType::Utf8).ok()?;
+            let text = datafusion::arrow::compute::cast(&a.slice(0, 1), &DataType::Utf8).ok()?;
             let text = text.as_string::<i32>();
             (!text.is_empty() && text.is_valid(0)).then(|| text.value(0).to_string())
         })

@@ -174,7 +174,11 @@ pub async fn first_problem(
 /// An error for the first empty file among the Parquet `inputs`: DataFusion reads one as a
 /// table without columns or rows.
 pub async fn empty_parquet(ctx: &SessionContext, inputs: &[InputFiles]) -> Option<DeltError> {
-    for input in inputs {
+    // Only Parquet tables are listed: a scan of JSON lines or CSV costs no second listing.
+    let parquet = inputs
+        .iter()
+        .filter(|input| Kind::of(&input.format, input.url.as_str()) == Some(Kind::Parquet));
+    for input in parquet {
         let Ok(files) = input.list(ctx).await else {
             continue;
         };
