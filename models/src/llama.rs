@@ -419,7 +419,7 @@ fn check_positions(config: &LlamaConfig, max_tokens: usize, source: &Path) -> Re
 /// The byte-level BPE tokenizer stored in GGUF metadata. candle builds vocabulary, merges and
 /// special tokens; the pre-tokenizer is set to match the original Hugging Face tokenizer
 /// (no prefix space unless the file asks for one; `smollm` splits digits one by one).
-fn gguf_tokenizer(content: &gguf_file::Content) -> candle_core::Result<Tokenizer> {
+pub(crate) fn gguf_tokenizer(content: &gguf_file::Content) -> candle_core::Result<Tokenizer> {
     use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence};
     let mut tokenizer = Tokenizer::from_gguf(content)?;
     let string = |key: &str| {

@@ -84,6 +84,54 @@ impl TextTokenizer {
     }
 }
 
+/// Loads a tokenizer that encodes whole documents: a Hugging Face `tokenizer.json`, or the
+/// vocabulary stored in a `.gguf` model. Truncation and padding are off, whatever the file says.
+pub fn load(path: &Path) -> Result<Tokenizer> {
+    let gguf = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let mut tokenizer = if gguf {
+        let mut file =
+            std::fs::File::open(path).map_err(|e| ModelError::file(path, e.to_string()))?;
+        let content = candle_core::quantized::gguf_file::Content::read(&mut file)
+            .map_err(|e| ModelError::file(path, format!("not a usable GGUF file: {e}")))?;
+        crate::llama::gguf_tokenizer(&content)
+            .map_err(|e| ModelError::file(path, format!("no usable tokenizer in it: {e}")))?
+    } else {
+        Tokenizer::from_file(path).map_err(|e| {
+            ModelError::file(
+                path,
+                format!("not a usable tokenizer.json (or .gguf model): {e}"),
+            )
+        })?
+    };
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
+/// Names that mark the end of a document in common vocabularies, most specific first.
+pub const EOS_NAMES: [&str; 6] = [
+    "<|endoftext|>",
+    "</s>",
+    "<|end_of_text|>",
+    "<eos>",
+    "<|eot_id|>",
+    "[SEP]",
+];
+
+/// Names that mark the start of a document in common vocabularies, most specific first.
+pub const BOS_NAMES: [&str; 5] = ["<s>", "<|begin_of_text|>", "<bos>", "[CLS]", "<|endoftext|>"];
+
+/// The first of `names` that is a token of `tokenizer`, and its id.
+pub fn find_token<'a>(tokenizer: &Tokenizer, names: &[&'a str]) -> Option<(&'a str, u32)> {
+    names
+        .iter()
+        .find_map(|name| tokenizer.token_to_id(name).map(|id| (*name, id)))
+}
+
 /// Special tokens of the tokenizers delt trains: padding, unknown, beginning of sequence.
 pub const TRAINED_SPECIALS: [&str; 3] = ["<pad>", "<unk>", "<s>"];
 

@@ -4,7 +4,8 @@
 //! sharded.
 //!
 //! Owns: `jsonl`, `parquet_writer`, `encodings`, `local_files`, `direct_file`,
-//! `object_stores`, `output`, `owner` (who made a temporary file, recorded in its name) and
+//! `object_stores`, `output`, `training` (the trainer formats: Megatron's indexed dataset and flat
+//! token shards), `owner` (who made a temporary file, recorded in its name) and
 //! `in_order` (blocking work whose results are taken in the order it started, which the
 //! writers and the in-memory fold share).
 //! May import: the crate's error type only. Never `stages` or `sql`: a reader or writer does
@@ -19,3 +20,4 @@ pub mod object_stores;
 pub mod output;
 pub mod owner;
 pub mod parquet_writer;
+pub mod training;

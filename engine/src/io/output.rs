@@ -219,7 +219,7 @@ impl CopyTarget {
         stream: SendableRecordBatchStream,
         written: Arc<AtomicU64>,
     ) -> Result<u64> {
-        let result = match self.remove_leftovers(store.as_ref()).await {
+        let result = match remove_leftovers(store.as_ref(), &self.url, !self.single_file).await {
             Err(e) => Err(e),
             Ok(()) if self.single_file => self.write_file(store, stream, &written).await,
             Ok(()) => self.write_shards(store, stream, &written).await,
@@ -228,54 +228,6 @@ impl CopyTarget {
             destination: self.display.clone(),
             source: Box::new(source),
         })
-    }
-
-    /// Removes what killed runs left beside the destination (see the module documentation).
-    async fn remove_leftovers(&self, store: &dyn ObjectStore) -> Result<()> {
-        let parent = self.url.prefix().parent().unwrap_or_default();
-        if self.url.scheme() == "file" {
-            remove_local_leftovers(std::path::Path::new(&format!("/{parent}")));
-            return Ok(());
-        }
-        if self.single_file {
-            // Nothing is staged beside a single file on S3.
-            return Ok(());
-        }
-        // Staged objects sort together right after this offset: list those, not the whole
-        // directory (S3 lists in key order).
-        let offset = parent.clone().join(STAGING_MARKER);
-        let mut listing = store.list_with_offset(Some(&parent).filter(|p| !p.is_root()), &offset);
-        let mut staging: Vec<Path> = Vec::new();
-        while let Some(meta) = listing.try_next().await.map_err(DataFusionError::from)? {
-            let Some(name) = meta
-                .location
-                .prefix_match(&parent)
-                .and_then(|mut p| p.next())
-            else {
-                break;
-            };
-            if !name.as_ref().starts_with(STAGING_MARKER) {
-                break;
-            }
-            let dir = parent.clone().join(name);
-            if staging.last() != Some(&dir) {
-                staging.push(dir);
-            }
-        }
-        drop(listing);
-        for dir in staging {
-            let Some(owner) = dir.filename().and_then(staging_owner) else {
-                continue;
-            };
-            if owner.is_gone() {
-                remove_all(store, &dir, &self.url).await;
-                eprintln!(
-                    "removed leftover {}{dir} of an interrupted run ({owner})",
-                    self.store_url().as_str()
-                );
-            }
-        }
-        Ok(())
     }
 
     async fn write_file(
@@ -315,21 +267,24 @@ impl CopyTarget {
         written: &AtomicU64,
     ) -> std::result::Result<u64, DeltError> {
         let destination = self.url.prefix().clone();
-        let staging = staging_dir(&destination);
-        let entry = (Arc::clone(&store), staging.clone(), self.url.clone());
-        STAGING.lock().expect("staging list").push(entry);
+        let staging = StagingDir::create(Arc::clone(&store), &destination, &self.url);
         let outcome = self
-            .stage_shards(Arc::clone(&store), &staging, stream, written)
+            .stage_shards(Arc::clone(&store), staging.path(), stream, written)
             .await;
         let result = match outcome {
-            Ok(shards) => self.publish(store.as_ref(), &destination, &shards).await,
+            Ok(shards) => {
+                let extension = self.format.extension();
+                let files: Vec<_> = shards
+                    .iter()
+                    .map(|(path, _)| vec![(path.clone(), extension)])
+                    .collect();
+                publish_shards(store.as_ref(), &destination, &files, &[extension])
+                    .await
+                    .map(|()| shards.iter().map(|(_, rows)| rows).sum())
+            }
             Err(e) => Err(e),
         };
-        remove_all(store.as_ref(), &staging, &self.url).await;
-        STAGING
-            .lock()
-            .expect("staging list")
-            .retain(|(_, path, _)| *path != staging);
+        staging.remove().await;
         result
     }
 
@@ -408,40 +363,60 @@ impl CopyTarget {
         }
     }
 
-    /// Moves the staged shards into the destination and removes older shards there.
-    async fn publish(
-        &self,
-        store: &dyn ObjectStore,
-        destination: &Path,
-        shards: &[(Path, u64)],
-    ) -> std::result::Result<u64, DeltError> {
-        let extension = self.format.extension();
-        let previous: Vec<Path> = store
-            .list(Some(destination))
-            .try_filter_map(|meta| async move {
-                let name = meta.location.filename().unwrap_or_default();
-                Ok(is_shard_name(name, extension).then_some(meta.location.clone()))
-            })
-            .try_collect()
-            .await
-            .map_err(DataFusionError::from)?;
-        let width = shards.len().saturating_sub(1).to_string().len().max(5);
-        let mut published = Vec::with_capacity(shards.len());
-        for (index, (staged, _)) in shards.iter().enumerate() {
-            let target = destination
-                .clone()
-                .join(format!("part-{index:0width$}.{extension}"));
-            store
-                .rename(staged, &target)
-                .await
-                .map_err(DataFusionError::from)?;
-            published.push(target);
-        }
-        for old in previous.iter().filter(|p| !published.contains(p)) {
-            store.delete(old).await.map_err(DataFusionError::from)?;
-        }
-        Ok(shards.iter().map(|(_, rows)| rows).sum())
+}
+
+/// Removes what killed runs left beside the destination `url` (see the module documentation):
+/// local leftovers always, staging prefixes on an object store when the output is `staged`
+/// (shards), since nothing is staged beside a single file there.
+pub(crate) async fn remove_leftovers(
+store: &dyn ObjectStore,
+url: &ListingTableUrl,
+staged: bool,
+) -> Result<()> {
+    let parent = url.prefix().parent().unwrap_or_default();
+    if url.scheme() == "file" {
+        remove_local_leftovers(std::path::Path::new(&format!("/{parent}")));
+        return Ok(());
     }
+    if !staged {
+        // Nothing is staged beside a single file on S3.
+        return Ok(());
+    }
+    // Staged objects sort together right after this offset: list those, not the whole
+    // directory (S3 lists in key order).
+    let offset = parent.clone().join(STAGING_MARKER);
+    let mut listing = store.list_with_offset(Some(&parent).filter(|p| !p.is_root()), &offset);
+    let mut staging: Vec<Path> = Vec::new();
+    while let Some(meta) = listing.try_next().await.map_err(DataFusionError::from)? {
+        let Some(name) = meta
+            .location
+            .prefix_match(&parent)
+            .and_then(|mut p| p.next())
+        else {
+            break;
+        };
+        if !name.as_ref().starts_with(STAGING_MARKER) {
+            break;
+        }
+        let dir = parent.clone().join(name);
+        if staging.last() != Some(&dir) {
+            staging.push(dir);
+        }
+    }
+    drop(listing);
+    for dir in staging {
+        let Some(owner) = dir.filename().and_then(staging_owner) else {
+            continue;
+        };
+        if owner.is_gone() {
+            remove_all(store, &dir, url).await;
+            eprintln!(
+                "removed leftover {}{dir} of an interrupted run ({owner})",
+                url.object_store().as_str()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_uncompressed(compression: CompressionTypeVariant) -> Result<()> {
@@ -472,6 +447,86 @@ pub async fn remove_unfinished() {
     for (store, staging, url) in unfinished {
         remove_all(store.as_ref(), &staging, &url).await;
     }
+}
+
+/// A hidden directory beside a destination where its shards are written before they are
+/// published; listed until removed, so that an interruption removes it too
+/// ([`remove_unfinished`]).
+pub(crate) struct StagingDir {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    url: ListingTableUrl,
+}
+
+impl StagingDir {
+    /// A new staging directory beside `destination`, in the store of `url`.
+    pub(crate) fn create(
+        store: Arc<dyn ObjectStore>,
+        destination: &Path,
+        url: &ListingTableUrl,
+    ) -> Self {
+        let path = staging_dir(destination);
+        let entry = (Arc::clone(&store), path.clone(), url.clone());
+        STAGING.lock().expect("staging list").push(entry);
+        Self {
+            store,
+            path,
+            url: url.clone(),
+        }
+    }
+
+    /// Where staged files go.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the directory and what is left in it.
+    pub(crate) async fn remove(self) {
+        remove_all(self.store.as_ref(), &self.path, &self.url).await;
+        STAGING
+            .lock()
+            .expect("staging list")
+            .retain(|(_, path, _)| *path != self.path);
+    }
+}
+
+/// Moves the files of each staged shard into `destination` as `part-<index>.<extension>`
+/// (indices zero-padded to one width), then removes older `part-*` files there with any of
+/// `extensions`.
+pub(crate) async fn publish_shards(
+    store: &dyn ObjectStore,
+    destination: &Path,
+    shards: &[Vec<(Path, &str)>],
+    extensions: &[&str],
+) -> std::result::Result<(), DeltError> {
+    let previous: Vec<Path> = store
+        .list(Some(destination))
+        .try_filter_map(|meta| async move {
+            let name = meta.location.filename().unwrap_or_default();
+            let shard = extensions.iter().any(|e| is_shard_name(name, e));
+            Ok(shard.then_some(meta.location.clone()))
+        })
+        .try_collect()
+        .await
+        .map_err(DataFusionError::from)?;
+    let width = shards.len().saturating_sub(1).to_string().len().max(5);
+    let mut published = Vec::new();
+    for (index, files) in shards.iter().enumerate() {
+        for (staged, extension) in files {
+            let target = destination
+                .clone()
+                .join(format!("part-{index:0width$}.{extension}"));
+            store
+                .rename(staged, &target)
+                .await
+                .map_err(DataFusionError::from)?;
+            published.push(target);
+        }
+    }
+    for old in previous.iter().filter(|p| !published.contains(p)) {
+        store.delete(old).await.map_err(DataFusionError::from)?;
+    }
+    Ok(())
 }
 
 /// What starts the name of a staging directory, before its owner.

@@ -4,14 +4,17 @@
 //!
 //! Owns: `session` (the `SessionStateBuilder` setup), `functions` (the SQL-visible names),
 //! `rewrite` (the `AnalyzerRule`), `planner` (the `ExtensionPlanner`), `params`, `runner`,
-//! `diagnose` (errors that name the input file).
+//! `diagnose` (errors that name the input file), `tokenize` (the `tokenize` and `token_count`
+//! functions), `export` (COPY to the trainer formats: the query, tokenized).
 //! May import: `stages`, `io`, `plugins`, and the crate's error and progress types. Nothing
 //! below it imports `sql`.
 
 pub mod diagnose;
+pub mod export;
 pub mod functions;
 pub mod params;
 pub mod planner;
 pub mod rewrite;
 pub mod runner;
 pub mod session;
+pub mod tokenize;

@@ -13,7 +13,7 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::dml::CopyTo;
 use datafusion::logical_expr::{CreateExternalTable, DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::parser::{CopyToStatement, DFParser, Statement};
 use futures::{FutureExt, TryStreamExt};
 use url::Url;
 
@@ -21,8 +21,10 @@ use crate::error::{DeltError, Result};
 use crate::io::jsonl::encoder::write_json_lines;
 use crate::io::object_stores::{s3_store, take_aws_options};
 use crate::io::output::{CopyTarget, execute_in_order};
+use crate::io::training::TrainingFormat;
 use crate::progress::Progress;
 use crate::sql::diagnose::{self, InputFiles};
+use crate::sql::export;
 use crate::sql::params::Params;
 
 /// How query results are printed.
@@ -155,6 +157,12 @@ impl Runner {
     }
 
     async fn run_statement(&mut self, statement: Statement, text: &str) -> Result<()> {
+        if let Some(format) = export::training_format(&statement) {
+            let Statement::CopyTo(copy) = statement else {
+                unreachable!("only a COPY has a training format")
+            };
+            return self.export(copy, format).await;
+        }
         let plan = match self.ctx.state().statement_to_plan(statement).await {
             Ok(plan) => plan,
             // Planning reads schemas: a bad file fails here, before there is a plan.
@@ -259,6 +267,56 @@ impl Runner {
         if !self.quiet {
             eprintln!(
                 "wrote {rows} rows to {} in {:.1}s",
+                target.destination(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    /// A COPY to a trainer format ([`export`]).
+    async fn export(&mut self, copy: CopyToStatement, format: TrainingFormat) -> Result<()> {
+        let export::Export { plan, target, aws } = export::plan(&self.ctx, copy, format).await?;
+        self.register_s3(target.destination(), &aws)?;
+        let inputs = InputFiles::of_plan(&plan);
+        if let Some(error) = diagnose::empty_parquet(&self.ctx, &inputs).await {
+            return Err(error);
+        }
+        let started = Instant::now();
+        let physical = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await?
+            .create_physical_plan()
+            .await?;
+        let store = self.ctx.runtime_env().object_store(target.store_url())?;
+        let progress = Progress::start(&physical, self.progress);
+        let stream = execute_in_order(physical, self.ctx.task_ctx())?;
+        let exported = match target.write(store, stream, progress.written()).await {
+            Ok(exported) => exported,
+            Err(DeltError::Output {
+                destination,
+                source,
+            }) => {
+                let source = match *source {
+                    DeltError::DataFusion(e) => diagnose::explain(&self.ctx, &inputs, e).await,
+                    other => other,
+                };
+                return Err(DeltError::Output {
+                    destination,
+                    source: Box::new(source),
+                });
+            }
+            Err(other) => return Err(other),
+        };
+        drop(progress);
+        if !self.quiet {
+            eprintln!(
+                "wrote {} documents ({} tokens, {} shard{}) to {} in {:.1}s",
+                exported.documents,
+                exported.tokens,
+                exported.shards,
+                if exported.shards == 1 { "" } else { "s" },
                 target.destination(),
                 started.elapsed().as_secs_f64()
             );

@@ -186,6 +186,9 @@ impl DeltSession {
         for function in crate::sql::functions::all() {
             ctx.register_udf(Arc::unwrap_or_clone(function));
         }
+        for function in crate::sql::tokenize::functions() {
+            ctx.register_udf(function);
+        }
         for plugin in &self.plugins {
             let library = match plugins.load(&plugin.path) {
                 Ok(library) => library,
