@@ -123,7 +123,13 @@ pub const EOS_NAMES: [&str; 6] = [
 ];
 
 /// Names that mark the start of a document in common vocabularies, most specific first.
-pub const BOS_NAMES: [&str; 5] = ["<s>", "<|begin_of_text|>", "<bos>", "[CLS]", "<|endoftext|>"];
+pub const BOS_NAMES: [&str; 5] = [
+    "<s>",
+    "<|begin_of_text|>",
+    "<bos>",
+    "[CLS]",
+    "<|endoftext|>",
+];
 
 /// The first of `names` that is a token of `tokenizer`, and its id.
 pub fn find_token<'a>(tokenizer: &Tokenizer, names: &[&'a str]) -> Option<(&'a str, u32)> {

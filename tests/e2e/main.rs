@@ -4,6 +4,7 @@
 mod common;
 mod efficacy;
 mod errors;
+mod export;
 mod jsonl_input;
 mod lqs;
 mod ordering;

@@ -362,16 +362,15 @@ impl CopyTarget {
             Ok(Upload::Store(BufWriter::new(store, path.clone())))
         }
     }
-
 }
 
 /// Removes what killed runs left beside the destination `url` (see the module documentation):
 /// local leftovers always, staging prefixes on an object store when the output is `staged`
 /// (shards), since nothing is staged beside a single file there.
 pub(crate) async fn remove_leftovers(
-store: &dyn ObjectStore,
-url: &ListingTableUrl,
-staged: bool,
+    store: &dyn ObjectStore,
+    url: &ListingTableUrl,
+    staged: bool,
 ) -> Result<()> {
     let parent = url.prefix().parent().unwrap_or_default();
     if url.scheme() == "file" {

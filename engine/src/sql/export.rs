@@ -87,10 +87,7 @@ pub async fn plan(
             let statement = Statement::Statement(Box::new(SqlStatement::Query(query)));
             ctx.state().statement_to_plan(statement).await?
         }
-        CopyToSource::Relation(name) => ctx
-            .table(name.to_string())
-            .await?
-            .into_unoptimized_plan(),
+        CopyToSource::Relation(name) => ctx.table(name.to_string()).await?.into_unoptimized_plan(),
     };
     let Some(path) = options.remove("tokenizer") else {
         if let Some(key) = TOKENIZER_OPTIONS.iter().find(|k| options.contains_key(**k)) {
@@ -109,15 +106,17 @@ pub async fn plan(
     let text = options
         .remove("text_column")
         .unwrap_or_else(|| "text".into());
-    let flag = |options: &mut HashMap<String, String>, key: &str, default: bool| {
-        match options.remove(key).map(|v| v.to_ascii_lowercase()).as_deref() {
-            None => Ok(default),
-            Some("true") => Ok(true),
-            Some("false") => Ok(false),
-            Some(other) => Err(DeltError::Config(format!(
-                "{what}: option {key} must be true or false, got '{other}'"
-            ))),
-        }
+    let flag = |options: &mut HashMap<String, String>, key: &str, default: bool| match options
+        .remove(key)
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(DeltError::Config(format!(
+            "{what}: option {key} must be true or false, got '{other}'"
+        ))),
     };
     let eos = flag(&mut options, "eos", true)?;
     let bos = flag(&mut options, "bos", false)?;
@@ -148,10 +147,12 @@ pub async fn plan(
         pad,
     )?
     .with_tokens_column(TOKENS);
-    let id = target
-        .id_column()
-        .map(str::to_string)
-        .or_else(|| schema.field_with_unqualified_name("id").ok().map(|_| "id".into()));
+    let id = target.id_column().map(str::to_string).or_else(|| {
+        schema
+            .field_with_unqualified_name("id")
+            .ok()
+            .map(|_| "id".into())
+    });
     let tokenize = ctx.udf(TOKENIZE)?.call(vec![
         col(text.as_str()),
         lit(path),
@@ -179,7 +180,10 @@ fn options_map(options: Vec<(String, Value)>) -> HashMap<String, String> {
                 other => other.to_string(),
             };
             let key = key.to_ascii_lowercase();
-            let key = key.strip_prefix("format.").map(str::to_string).unwrap_or(key);
+            let key = key
+                .strip_prefix("format.")
+                .map(str::to_string)
+                .unwrap_or(key);
             (key, value)
         })
         .collect()

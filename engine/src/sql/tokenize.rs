@@ -102,10 +102,7 @@ impl DocumentTokenizer {
     pub fn encode(&self, texts: &[Option<&str>]) -> Result<Vec<Option<Vec<u32>>>> {
         let present: Vec<&str> = texts.iter().flatten().copied().collect();
         let encodings = self.inner.encode_batch_fast(present, false).map_err(|e| {
-            DataFusionError::Execution(format!(
-                "tokenizer {} failed: {e}",
-                self.path.display()
-            ))
+            DataFusionError::Execution(format!("tokenizer {} failed: {e}", self.path.display()))
         })?;
         let mut encodings = encodings.into_iter();
         Ok(texts
@@ -165,7 +162,12 @@ impl ScalarUDFImpl for TokenFunction {
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         let arity = if self.name == TOKENIZE { 2..=4 } else { 2..=2 };
         if !arity.contains(&args.len()) {
-            return plan_err!("{} takes {} arguments: {}", self.name, args.len(), self.usage());
+            return plan_err!(
+                "{} takes {} arguments: {}",
+                self.name,
+                args.len(),
+                self.usage()
+            );
         }
         if !matches!(
             args[0],
@@ -233,9 +235,10 @@ fn token_lists(ids: &[Option<Vec<u32>>], bos: Option<u32>, eos: Option<u32>) -> 
         values.extend(eos);
         lengths.push(doc.len() + extra);
     }
-    let nulls = ids.iter().any(Option::is_none).then(|| {
-        datafusion::arrow::buffer::NullBuffer::from_iter(ids.iter().map(Option::is_some))
-    });
+    let nulls = ids
+        .iter()
+        .any(Option::is_none)
+        .then(|| datafusion::arrow::buffer::NullBuffer::from_iter(ids.iter().map(Option::is_some)));
     ListArray::new(
         Arc::new(Field::new_list_field(DataType::UInt32, false)),
         OffsetBuffer::from_lengths(lengths),
@@ -244,10 +247,17 @@ fn token_lists(ids: &[Option<Vec<u32>>], bos: Option<u32>, eos: Option<u32>) -> 
     )
 }
 
-fn constant_string(value: &ColumnarValue, function: &str, what: &str, usage: &str) -> Result<String> {
+fn constant_string(
+    value: &ColumnarValue,
+    function: &str,
+    what: &str,
+    usage: &str,
+) -> Result<String> {
     match value {
         ColumnarValue::Scalar(
-            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
         ) => Ok(s.clone()),
         _ => exec_err!("{function}: the {what} must be a constant string: {usage}"),
     }

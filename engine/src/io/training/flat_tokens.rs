@@ -36,7 +36,10 @@ mod tests {
         let h = header(TokenType::U32, 70_000);
         assert_eq!(h.len(), HEADER_BYTES);
         let field = |i: usize| i32::from_le_bytes(h[i * 4..i * 4 + 4].try_into().unwrap());
-        assert_eq!((field(0), field(1), field(2), field(3)), (MAGIC, 2, 70_000, 0));
+        assert_eq!(
+            (field(0), field(1), field(2), field(3)),
+            (MAGIC, 2, 70_000, 0)
+        );
         assert_eq!(header(TokenType::U16, 5)[4], 1);
     }
 }

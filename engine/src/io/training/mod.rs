@@ -31,9 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::{CastOptions, cast_with_options, concat};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::datasource::listing::ListingTableUrl;
@@ -211,7 +209,10 @@ impl TrainingTarget {
         let shard_tokens = number("shard_tokens")?;
         let seq_len = number("seq_len")?;
         let pad = match options.remove("pad_id") {
-            Some(v) => Some(v.parse::<u32>().map_err(|_| bad("pad_id", &v, "a token id"))?),
+            Some(v) => Some(
+                v.parse::<u32>()
+                    .map_err(|_| bad("pad_id", &v, "a token id"))?,
+            ),
             None => pad,
         };
         let mut flag = |key: &str, default: bool| -> Result<bool> {
@@ -229,7 +230,11 @@ impl TrainingTarget {
                 .iter()
                 .find(|k| k.name() == v.to_ascii_lowercase())
                 .ok_or_else(|| {
-                    bad("dtype", &v, &format!("{} or {}", kinds[0].name(), kinds[1].name()))
+                    bad(
+                        "dtype",
+                        &v,
+                        &format!("{} or {}", kinds[0].name(), kinds[1].name()),
+                    )
                 })?,
             // Megatron-LM picks uint16 below 65,500 tokens; llm.c's uint16 holds 65,536.
             None => match (vocab_size, format) {
@@ -374,13 +379,14 @@ impl TrainingTarget {
     ) -> Result<(Vec<Vec<StagedFile>>, Exported)> {
         // Shards are written on a local disk (the flat format's header, written last, needs a
         // seek) and uploaded to the staging prefix when the destination is remote.
-        let scratch = if self.url.scheme() == "file" {
-            None
-        } else {
-            Some(tempfile::tempdir().map_err(|e| {
-                DeltError::io("creating a temporary directory for the shards", e)
-            })?)
-        };
+        let scratch =
+            if self.url.scheme() == "file" {
+                None
+            } else {
+                Some(tempfile::tempdir().map_err(|e| {
+                    DeltError::io("creating a temporary directory for the shards", e)
+                })?)
+            };
         let local_dir = match &scratch {
             Some(dir) => dir.path().to_path_buf(),
             None => PathBuf::from(format!("/{}", staging.path())),
@@ -508,7 +514,10 @@ impl TrainingTarget {
         if !self.single {
             return publish_shards(store, destination, files, &EXTENSIONS).await;
         }
-        let stem = destination.as_ref().strip_suffix(".bin").unwrap_or(destination.as_ref());
+        let stem = destination
+            .as_ref()
+            .strip_suffix(".bin")
+            .unwrap_or(destination.as_ref());
         // The index goes last: a reader needs it, so a crash in between leaves no set that
         // looks complete.
         let mut moves: Vec<&StagedFile> = files.iter().flatten().collect();
@@ -525,7 +534,10 @@ impl TrainingTarget {
             .iter()
             .filter(|e| !moves.iter().any(|(_, m)| m == *e))
         {
-            match store.delete(&Path::from(format!("{stem}.{extension}"))).await {
+            match store
+                .delete(&Path::from(format!("{stem}.{extension}")))
+                .await
+            {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(DataFusionError::from(e).into()),
             }
@@ -634,7 +646,9 @@ impl ShardWriter<'_> {
         if let (Some(ids), Some(shard)) = (&self.batch_ids, &mut self.shard)
             && upto > self.ids_from
         {
-            shard.ids.push(ids.slice(self.ids_from, upto - self.ids_from));
+            shard
+                .ids
+                .push(ids.slice(self.ids_from, upto - self.ids_from));
         }
         self.ids_from = upto;
     }
@@ -707,13 +721,18 @@ impl ShardWriter<'_> {
             files.push((path, "idx"));
         }
         if target.sidecar {
-            let path = self.local_dir.join(format!("{:010}.docs.parquet", shard.index));
+            let path = self
+                .local_dir
+                .join(format!("{:010}.docs.parquet", shard.index));
             shard.write_sidecar(&path, target.id_column.as_deref().unwrap_or("id"))?;
             files.push((path, "docs.parquet"));
         }
         let mut staged = Vec::with_capacity(files.len());
         for (local, extension) in files {
-            let name = local.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = local
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let object = self.staging.clone().join(name);
             if target.url.scheme() != "file" {
                 upload(self.store, &local, &object).await?;
