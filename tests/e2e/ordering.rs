@@ -119,6 +119,30 @@ fn fold_of_jsonl_files_as_the_reference_tools_write_them() {
     assert_eq!(ids(out.as_ref()), reference_fold(&rows, 3, "asc"));
 }
 
+/// DataFusion drops the ORDER BY of a subquery or a view; delt keeps it.
+#[test]
+fn fold_in_a_view_or_subquery_keeps_its_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(2000, 5, true);
+    write_parquet_files(&dir.path().join("in"), &rows, 2);
+    let input = p(dir.path(), "in/");
+    let (view, sub) = (p(dir.path(), "view.parquet"), p(dir.path(), "sub.parquet"));
+    run_sql(
+        &[
+            &format!(
+                "CREATE VIEW folded AS SELECT id, score FROM '{input}' ORDER BY fold_order(score, 4)"
+            ),
+            &format!("COPY (SELECT id, score FROM folded) TO '{view}'"),
+            &format!(
+                "COPY (SELECT id, score FROM (SELECT * FROM '{input}' ORDER BY fold_order(score, 4))) TO '{sub}'"
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(ids(view.as_ref()), reference_fold(&rows, 4, "asc"));
+    assert_eq!(ids(sub.as_ref()), reference_fold(&rows, 4, "asc"));
+}
+
 #[test]
 fn fold_of_an_expression_equals_descending_fold() {
     let dir = tempfile::tempdir().unwrap();

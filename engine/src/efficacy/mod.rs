@@ -3,16 +3,19 @@
 //! Every arm is an SQL ordering or selection over the corpus, a `CREATE VIEW` in the arms
 //! file, run by the real engine. For each seed and arm a small decoder-only LM
 //! ([`delt_models::proxy_lm`]) starts from the seed's initialisation (the same for every arm:
-//! paired seeds) and trains on the arm's documents in exactly the view's row order
+//! paired seeds) and trains on the arm's documents in exactly the order a trainer would get
+//! them: each arm is exported with `COPY ... STORED AS MEGATRON` (the tokenizer's start token,
+//! then the text's tokens) and read back from the `.bin`/`.idx` files
 //! ([`delt_models::train`]). Every arm trains on the same token budget, the tokens of one pass
-//! over the training corpus: an arm that keeps fewer documents repeats its order (top 50%
-//! trains two epochs over its half), so selection is not confounded with seeing fewer tokens.
+//! over the training corpus (from `token_count`): an arm that keeps fewer documents repeats its
+//! order (top 50% trains two epochs over its half), so selection is not confounded with seeing
+//! fewer tokens. Documents are cut to `seq_len` tokens.
 //! Losses are measured on the target set and on a held-out slice of the corpus that no arm
 //! sees.
 //!
 //! Owns: the experiment (this module), `report` (the table, paired differences, JSON) and
 //! `plot` (the PNG loss curves).
-//! May import: `sql` (the [`Runner`] and `--param` values that run the arms), `io::output`,
+//! May import: `sql` (the [`Runner`] and `--param` values that run the arms), `io::training`,
 //! `progress`, the models crate.
 
 pub mod plot;
@@ -24,7 +27,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
@@ -34,12 +37,11 @@ use delt_models::device::{DeviceRequest, auto_reason, describe};
 use delt_models::llama::LlamaConfig;
 use delt_models::proxy_lm::ProxyLm;
 use delt_models::random::SplitMix64;
-use delt_models::tokenizer::{TextTokenizer, train_bpe};
+use delt_models::tokenizer::train_bpe;
 use delt_models::train::{TrainOptions, train};
-use futures::TryStreamExt;
 use serde_json::{Value, json};
 
-use crate::io::output::execute_in_order;
+use crate::io::training::megatron;
 use crate::progress::progress_bar;
 use crate::sql::params::Params;
 use crate::{DeltError, Runner};
@@ -106,20 +108,24 @@ pub struct EfficacyJob {
 pub struct Arm {
     /// The view's name.
     pub name: String,
-    /// Texts in the view's row order.
-    pub texts: Vec<String>,
+    /// Token ids of each document in the view's row order, as exported, cut to `seq_len`.
+    pub documents: Vec<Vec<u32>>,
 }
 
-/// The texts an experiment works on, read through the engine.
+/// What an experiment works on, read and tokenized through the engine.
 pub struct Inputs {
     /// Training corpus (the corpus minus the held-out slice), in file order.
     pub corpus: Vec<String>,
-    /// The held-out slice.
-    pub heldout: Vec<String>,
-    /// The target set.
-    pub target: Vec<String>,
+    /// The held-out slice, tokenized.
+    pub heldout: Vec<Vec<u32>>,
+    /// The target set, tokenized.
+    pub target: Vec<Vec<u32>>,
     /// The arms, in the order of the arms file.
     pub arms: Vec<Arm>,
+    /// Training tokens (predicted positions) of one pass over the training corpus.
+    pub corpus_tokens: usize,
+    /// The tokenizer's vocabulary size.
+    pub vocab_size: usize,
 }
 
 /// One trained model.
@@ -148,8 +154,9 @@ pub struct Run {
 }
 
 /// Checks the `--param` values against the arms file, reads the corpus and target, registers
-/// the training corpus as table `corpus`, runs the arms file and reads every arm's texts in
-/// order.
+/// the training corpus as table `corpus`, trains the tokenizer (unless one is given), runs the
+/// arms file and exports every arm, the held-out slice and the target set with
+/// `COPY ... STORED AS MEGATRON`, reading the tokens back in order.
 pub async fn read_inputs(ctx: &SessionContext, job: &EfficacyJob) -> Result<Inputs> {
     job.params.check_sources([job.arms_sql.as_str()])?;
     let read = |path: &str| format!("SELECT * FROM '{path}'");
@@ -172,21 +179,58 @@ pub async fn read_inputs(ctx: &SessionContext, job: &EfficacyJob) -> Result<Inpu
     let (train_batch, heldout_batch) = (rows(&train_rows)?, rows(&heldout_rows)?);
     let column = &job.text_column;
     let corpus = texts_of(&train_batch, column, &job.corpus)?;
-    let heldout = texts_of(&heldout_batch, column, &job.corpus)?;
-    let table = MemTable::try_new(schema, vec![vec![train_batch]])?;
-    ctx.register_table("corpus", Arc::new(table))?;
+    texts_of(&heldout_batch, column, &job.corpus)?;
+    ctx.register_table(
+        "corpus",
+        Arc::new(MemTable::try_new(
+            Arc::clone(&schema),
+            vec![vec![train_batch]],
+        )?),
+    )?;
+    ctx.register_table(
+        HELDOUT_TABLE,
+        Arc::new(MemTable::try_new(schema, vec![vec![heldout_batch]])?),
+    )?;
     let target = collect(ctx, &read(&job.target), &job.target).await?;
-    let target = target
-        .iter()
-        .map(|b| texts_of(b, column, &job.target))
-        .collect::<Result<Vec<_>>>()?
-        .concat();
-    if target.is_empty() {
+    for batch in &target {
+        texts_of(batch, column, &job.target)?;
+    }
+    let Some(target_schema) = target.first().map(|b| b.schema()) else {
         return Err(DeltError::BadInput(format!(
             "{}: the target set is empty",
             job.target
         )));
-    }
+    };
+    ctx.register_table(
+        TARGET_TABLE,
+        Arc::new(MemTable::try_new(target_schema, vec![target])?),
+    )?;
+
+    let scratch = tempfile::tempdir()
+        .map_err(|e| DeltError::io("creating a temporary directory for the exports", e))?;
+    let tokenizer = match &job.shape.tokenizer {
+        Some(path) => path.clone(),
+        None => {
+            let texts: Vec<&str> = corpus.iter().map(String::as_str).collect();
+            let path = scratch.path().join("tokenizer.json");
+            train_bpe(&texts, job.shape.vocab_size)?
+                .save(&path, false)
+                .map_err(|e| DeltError::Config(format!("saving the trained tokenizer: {e}")))?;
+            path
+        }
+    };
+    let exporter = Exporter {
+        ctx,
+        dir: scratch.path(),
+        tokenizer: &tokenizer,
+        column,
+        seq_len: job.shape.seq_len,
+    };
+    let heldout = exporter
+        .documents(HELDOUT_TABLE, "the held-out slice")
+        .await?;
+    let target = exporter.documents(TARGET_TABLE, &job.target).await?;
+    let corpus_tokens = exporter.corpus_tokens().await?;
 
     let names = arm_names(&job.params.bind(&job.arms_sql)?, &job.arms_origin)?;
     let mut runner = Runner::new(ctx.clone()).with_params(job.params.clone());
@@ -194,25 +238,11 @@ pub async fn read_inputs(ctx: &SessionContext, job: &EfficacyJob) -> Result<Inpu
     let mut arms = Vec::with_capacity(names.len());
     for name in names {
         let what = format!("{}: arm {name}", job.arms_origin);
-        let plan = ctx
-            .table(name.as_str())
-            .await?
-            .create_physical_plan()
-            .await
-            .map_err(|e| DeltError::Config(format!("{what}: {}", DeltError::from(e))))?;
-        let batches: Vec<RecordBatch> = execute_in_order(plan, ctx.task_ctx())?
-            .try_collect()
-            .await
-            .map_err(|e| DeltError::Config(format!("{what}: {}", DeltError::from(e))))?;
-        let texts = batches
-            .iter()
-            .map(|b| texts_of(b, column, &what))
-            .collect::<Result<Vec<_>>>()?
-            .concat();
-        if texts.is_empty() {
+        let documents = exporter.documents(&name, &what).await?;
+        if documents.is_empty() {
             return Err(DeltError::Config(format!("{what} has no documents")));
         }
-        arms.push(Arm { name, texts });
+        arms.push(Arm { name, documents });
     }
     if let Some(baseline) = job
         .baseline
@@ -224,12 +254,71 @@ pub async fn read_inputs(ctx: &SessionContext, job: &EfficacyJob) -> Result<Inpu
             job.arms_origin
         )));
     }
+    let vocab_size = delt_models::tokenizer::load(&tokenizer)?.get_vocab_size(true);
     Ok(Inputs {
         corpus,
         heldout,
         target,
         arms,
+        corpus_tokens,
+        vocab_size,
     })
+}
+
+/// The tables the held-out slice and the target set are exported from.
+const HELDOUT_TABLE: &str = "delt_efficacy_heldout";
+const TARGET_TABLE: &str = "delt_efficacy_target";
+
+/// Exports tables and views the way a user would hand them to a trainer.
+struct Exporter<'a> {
+    ctx: &'a SessionContext,
+    dir: &'a Path,
+    tokenizer: &'a Path,
+    column: &'a str,
+    seq_len: usize,
+}
+
+impl Exporter<'_> {
+    /// The documents of `table` in its row order: exported with `COPY ... STORED AS
+    /// MEGATRON` (the start token, then the text's tokens), read back, cut to `seq_len`.
+    async fn documents(&self, table: &str, what: &str) -> Result<Vec<Vec<u32>>> {
+        let prefix = self.dir.join(table);
+        let copy = format!(
+            "COPY (SELECT \"{column}\" AS text FROM \"{table}\") TO '{}.bin' STORED AS MEGATRON \
+             OPTIONS (tokenizer '{}', bos 'true', eos 'false', sidecar 'false')",
+            prefix.display(),
+            self.tokenizer.display(),
+            column = self.column,
+        );
+        let mut runner = Runner::new(self.ctx.clone());
+        runner
+            .run_sql(&copy)
+            .await
+            .map_err(|e| DeltError::Config(format!("{what}: {e}")))?;
+        let mut documents = megatron::read(&prefix)?;
+        for document in &mut documents {
+            document.truncate(self.seq_len);
+        }
+        Ok(documents)
+    }
+
+    /// Predicted positions of one pass over `corpus`: each document's start token and text
+    /// tokens (`token_count`), cut to `seq_len`, less the first.
+    async fn corpus_tokens(&self) -> Result<usize> {
+        let sql = format!(
+            "SELECT CAST(sum(least(token_count(\"{}\", '{}') + 1, {}) - 1) AS BIGINT) FROM corpus",
+            self.column,
+            self.tokenizer.display(),
+            self.seq_len
+        );
+        let batches = self.ctx.sql(&sql).await?.collect().await?;
+        let total = batches
+            .first()
+            .map(|b| b.column(0).as_primitive::<Int64Type>())
+            .filter(|c| !c.is_empty() && !c.is_null(0))
+            .map_or(0, |c| c.value(0));
+        Ok(total.max(0) as usize)
+    }
 }
 
 async fn collect(ctx: &SessionContext, sql: &str, path: &str) -> Result<Vec<RecordBatch>> {
@@ -298,23 +387,9 @@ fn texts_of(batch: &RecordBatch, column: &str, what: &str) -> Result<Vec<String>
 /// returns the runs and the model's parameter count.
 pub fn run_experiment(inputs: &Inputs, job: &EfficacyJob) -> Result<(Vec<Run>, usize)> {
     let shape = &job.shape;
-    let tokenizer = match &shape.tokenizer {
-        Some(path) => TextTokenizer::from_file(path, shape.seq_len, None)?,
-        None => {
-            let texts: Vec<&str> = inputs.corpus.iter().map(String::as_str).collect();
-            TextTokenizer::new(train_bpe(&texts, shape.vocab_size)?, shape.seq_len, None)?
-        }
-    };
-    let encode = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        Ok(tokenizer.encode(&refs)?)
-    };
     let predicted =
         |docs: &[Vec<u32>]| -> usize { docs.iter().map(|d| d.len().saturating_sub(1)).sum() };
-    let budget = match job.tokens {
-        Some(tokens) => tokens,
-        None => predicted(&encode(&inputs.corpus)?),
-    };
+    let budget = job.tokens.unwrap_or(inputs.corpus_tokens);
     let device = shape.device.open()?;
     if shape.device == DeviceRequest::Auto {
         eprintln!(
@@ -323,14 +398,11 @@ pub fn run_experiment(inputs: &Inputs, job: &EfficacyJob) -> Result<(Vec<Run>, u
             auto_reason(&device)
         );
     }
-    let (target, heldout) = (encode(&inputs.target)?, encode(&inputs.heldout)?);
+    let (target, heldout) = (&inputs.target, &inputs.heldout);
     // Each arm's training stream: its documents in order, repeated until the budget is spent.
     let mut streams = Vec::with_capacity(inputs.arms.len());
     for arm in &inputs.arms {
-        let docs: Vec<Vec<u32>> = encode(&arm.texts)?
-            .into_iter()
-            .filter(|d| d.len() >= 2)
-            .collect();
+        let docs: Vec<&Vec<u32>> = arm.documents.iter().filter(|d| d.len() >= 2).collect();
         if docs.is_empty() {
             return Err(DeltError::Config(format!(
                 "arm {}: no document has two tokens to train on",
@@ -344,12 +416,12 @@ pub fn run_experiment(inputs: &Inputs, job: &EfficacyJob) -> Result<(Vec<Run>, u
                 break;
             }
             tokens += doc.len() - 1;
-            stream.push(doc.clone());
+            stream.push((*doc).clone());
         }
         streams.push((arm, docs.len(), stream));
     }
     let config = LlamaConfig::small(
-        tokenizer.inner().get_vocab_size(true),
+        inputs.vocab_size,
         shape.hidden,
         shape.layers,
         shape.heads,
@@ -378,15 +450,9 @@ pub fn run_experiment(inputs: &Inputs, job: &EfficacyJob) -> Result<(Vec<Run>, u
             options.warmup_steps = ((steps as f64) * job.warmup).ceil() as usize;
             options.eval_every = steps.div_ceil(job.evals.max(1)).max(1);
             let refs: Vec<&[u32]> = stream.iter().map(Vec::as_slice).collect();
-            let curve = train(
-                &lm,
-                &refs,
-                &[&target, &heldout],
-                &options,
-                &mut |step, _| {
-                    bar.set_position((done + step) as u64);
-                },
-            )
+            let curve = train(&lm, &refs, &[target, heldout], &options, &mut |step, _| {
+                bar.set_position((done + step) as u64);
+            })
             .map_err(|e| DeltError::Config(format!("arm {}, seed {seed}: {e}", arm.name)))?;
             done += steps_of(stream);
             let last = curve.evals.last().map_or(&[][..], |e| e.losses.as_slice());

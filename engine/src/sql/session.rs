@@ -106,6 +106,12 @@ impl DeltSession {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .set_bool("datafusion.optimizer.enable_round_robin_repartition", false)
+            // DataFusion drops the ORDER BY of a subquery or view without LIMIT, so
+            // `SELECT ... FROM folded_view` would lose the fold: in delt the order is the product.
+            .set_bool(
+                "datafusion.sql_parser.enable_subquery_sort_elimination",
+                false,
+            )
             // Work stealing lets a partition read files of another: contiguity is lost.
             .set_bool(
                 "datafusion.execution.enable_file_stream_work_stealing",

@@ -15,7 +15,10 @@
 //! All little-endian. delt writes one sequence per document, so the document index is
 //! 0, 1, ..., S.
 
+use std::path::Path;
+
 use super::TokenType;
+use crate::error::{DeltError, Result};
 
 /// The magic that opens an index file.
 pub const MAGIC: &[u8; 9] = b"MMIDIDX\0\0";
@@ -50,6 +53,54 @@ pub fn index(tokens: TokenType, lengths: &[i32]) -> Vec<u8> {
         out.extend_from_slice(&document.to_le_bytes());
     }
     out
+}
+
+/// The documents of the indexed dataset at `prefix` (`prefix.bin`, `prefix.idx`) as written
+/// by [`index`], in order.
+pub fn read(prefix: &Path) -> Result<Vec<Vec<u32>>> {
+    let file = |extension: &str| {
+        let path = prefix.with_extension(extension);
+        std::fs::read(&path).map_err(|e| DeltError::io(format!("reading {}", path.display()), e))
+    };
+    let (idx, bin) = (file("idx")?, file("bin")?);
+    let bad = || {
+        DeltError::BadInput(format!(
+            "{}: not an indexed dataset as delt writes it",
+            prefix.with_extension("idx").display()
+        ))
+    };
+    let word = |at: usize| -> Result<u64> {
+        let bytes = idx.get(at..at + 8).ok_or_else(bad)?;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    };
+    if idx.get(..9) != Some(MAGIC.as_slice()) || word(9)? != 1 {
+        return Err(bad());
+    }
+    let width = match idx.get(17) {
+        Some(8) => 2,
+        Some(4) => 4,
+        _ => return Err(bad()),
+    };
+    let count = word(18)? as usize;
+    let lengths = idx.get(34..34 + 4 * count).ok_or_else(bad)?;
+    let mut offset = 0;
+    let mut documents = Vec::with_capacity(count);
+    for length in lengths.chunks_exact(4) {
+        let length = i32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
+        let bytes = bin.get(offset..offset + length * width).ok_or_else(bad)?;
+        documents.push(match width {
+            2 => bytes
+                .chunks_exact(2)
+                .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            _ => bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        });
+        offset += length * width;
+    }
+    Ok(documents)
 }
 
 #[cfg(test)]
