@@ -83,20 +83,22 @@ fn read_megatron(prefix: &Path) -> (Vec<Vec<u32>>, u8) {
     (docs, code)
 }
 
-/// A flat token shard read by its layout: (version, tokens).
+/// A flat token shard read by llm.c's layout: (version, tokens). uint16 tokens are GPT-2's
+/// magic 20240520 version 1, uint32 tokens Llama 3's magic 20240801 version 7.
 fn read_flat(path: &Path) -> (i32, Vec<u32>) {
     let bytes = std::fs::read(path).unwrap();
     let field = |i: usize| i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
-    assert_eq!(field(0), 20240520, "magic");
     assert!((3..256).all(|i| field(i) == 0), "reserved header fields");
     let (version, count) = (field(1), field(2) as usize);
+    let magic = if version == 1 { 20240520 } else { 20240801 };
+    assert_eq!(field(0), magic, "magic of version {version}");
     let body = &bytes[1024..];
     let tokens: Vec<u32> = match version {
         1 => body
             .chunks(2)
             .map(|c| u16::from_le_bytes(c.try_into().unwrap()) as u32)
             .collect(),
-        2 => body
+        7 => body
             .chunks(4)
             .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
             .collect(),
@@ -344,7 +346,8 @@ fn packing_across_blocks_cuts_the_stream() {
 fn token_columns_export_as_given() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("big.bin");
-    // A vocabulary past 65,535 tokens: uint32 tokens (version 2); Megatron would use int32.
+    // A vocabulary past 65,536 tokens: uint32 tokens (llm.c's Llama 3 header); Megatron would
+    // use int32.
     run_sql(
         &[&format!(
             "COPY (SELECT make_array(arrow_cast(v, 'UInt32'), arrow_cast(v * 2, 'UInt32')) AS tokens \
@@ -356,7 +359,7 @@ fn token_columns_export_as_given() {
     );
     assert_eq!(
         read_flat(&out),
-        (2, vec![1, 2, 40000, 80000, 70000, 140000])
+        (7, vec![1, 2, 40000, 80000, 70000, 140000])
     );
     assert_eq!(names(dir.path()), vec!["big.bin"], "no sidecar, no index");
 }

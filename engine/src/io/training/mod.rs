@@ -314,11 +314,6 @@ impl TrainingTarget {
         &self.display
     }
 
-    /// The column of token lists the writer reads.
-    pub fn tokens_column(&self) -> &str {
-        &self.tokens_column
-    }
-
     /// Replaces the column of token lists the writer reads.
     pub fn with_tokens_column(mut self, column: impl Into<String>) -> Self {
         self.tokens_column = column.into();
@@ -448,10 +443,8 @@ impl TrainingTarget {
                 self.format.name()
             ))
         })?;
-        let listed = match column.data_type() {
-            DataType::List(f) | DataType::LargeList(f) if f.data_type().is_integer() => true,
-            _ => false,
-        };
+        let listed = matches!(column.data_type(),
+            DataType::List(f) | DataType::LargeList(f) if f.data_type().is_integer());
         if !listed {
             return Err(DeltError::Config(format!(
                 "COPY ... STORED AS {}: column '{name}' is {}, not a list of token ids: use tokenize(text, 'tokenizer.json')",
@@ -763,7 +756,7 @@ impl ShardWriter<'_> {
 /// Sequence lengths of `tokens` tokens cut into blocks of `seq_len`.
 fn blocks(tokens: u64, seq_len: u64) -> Vec<i32> {
     let mut lengths = vec![seq_len as i32; (tokens / seq_len) as usize];
-    if tokens % seq_len > 0 {
+    if !tokens.is_multiple_of(seq_len) {
         lengths.push((tokens % seq_len) as i32);
     }
     lengths
