@@ -2,7 +2,8 @@
 """Tokenize-and-export benchmark: delt's `COPY ... STORED AS TOKENS` next to the Hugging Face
 `tokenizers` Python batch encoder, in the same run, on the same machine.
 
-Two processes, each timed from start to exit with its own peak memory (max RSS, from wait4):
+Two processes, each timed from start to exit, with its own CPU time and peak memory (max RSS),
+from wait4:
   delt     delt sql -c "COPY (SELECT text FROM '<input>') TO '<out>/delt/' STORED AS TOKENS
                         OPTIONS (tokenizer '<tokenizer>')"
   python   this script in --encode mode: reads the same input, Tokenizer.encode_batch(batch,
@@ -12,7 +13,8 @@ Two processes, each timed from start to exit with its own peak memory (max RSS, 
            tokens) with numpy to <out>/python.bin.
 Both load the tokenizer with its padding and truncation turned off, as delt does. Before any
 figure is printed the two token arrays are compared; a difference is an error. The table gives
-documents, tokens, seconds, tokens per second and peak RSS of each, and delt's speed-up.
+documents, tokens, and for each: seconds, tokens per second, CPU seconds, peak RSS; then delt's
+speed-up (wall time). On a busy machine the CPU seconds are the steadier figure.
 
 Input: JSONL or Parquet with a `text` column. --make-input N writes an N-document JSONL built
 from examples/data/docs.jsonl (document k is source document k mod 600 with its words rotated
@@ -112,7 +114,7 @@ def encode(args):
 
 
 def timed(cmd):
-    """Run cmd; its wall seconds and peak RSS in MiB."""
+    """Run cmd; its wall seconds, CPU seconds (user + system) and peak RSS in MiB."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = proc.stderr.read()
@@ -120,7 +122,7 @@ def timed(cmd):
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{stderr.decode(errors='replace')}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def read_tokens(path):
@@ -189,9 +191,9 @@ def run(args):
         documents = count_documents(source)
 
     print(f"{documents} documents, {len(ours)} tokens (identical arrays), {os.cpu_count()} cores")
-    print(f"{'':<20}{'seconds':>10}{'tokens/s':>14}{'peak RSS MiB':>14}")
-    for name, (wall, rss) in results.items():
-        print(f"{name:<20}{wall:>10.2f}{len(ours) / wall:>14,.0f}{rss:>14,.0f}")
+    print(f"{'':<20}{'seconds':>10}{'tokens/s':>14}{'CPU s':>10}{'peak RSS MiB':>14}")
+    for name, (wall, cpu, rss) in results.items():
+        print(f"{name:<20}{wall:>10.2f}{len(ours) / wall:>14,.0f}{cpu:>10.2f}{rss:>14,.0f}")
     ratio = results["python tokenizers"][0] / results["delt"][0]
     print(f"delt speed-up over the Python batch encoder: {ratio:.2f}x")
 
