@@ -9,7 +9,7 @@ from wait4:
   python   this script in --encode mode: reads the same input, Tokenizer.encode_batch(batch,
            add_special_tokens=False) on batches of --batch texts (all cores, as the tokenizers
            library does by default), appends the end-of-document token to every document and
-           writes llm.c's layout (256 int32 header: magic 20240520, version, token count; then the
+           writes llm.c's layout (256 int32 header: magic, version, token count; then the
            tokens) with numpy to <out>/python.bin.
 Both load the tokenizer with its padding and truncation turned off, as delt does. Before any
 figure is printed the two token arrays are compared; a difference is an error. The table gives
@@ -41,7 +41,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "data", "docs.jsonl")
 # The end-of-document names delt looks for, in its order, when no eos_token is named.
 EOS_NAMES = ["<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "<|eot_id|>", "[SEP]"]
-MAGIC, HEADER_INTS = 20240520, 256
+HEADER_INTS = 256
+# llm.c's (magic, version) of uint16 and of uint32 tokens.
+LAYOUTS = {np.uint16: (20240520, 1), np.uint32: (20240801, 7)}
 
 
 def make_input(n, path):
@@ -96,7 +98,7 @@ def encode(args):
     tokenizer = load_tokenizer(args.tokenizer)
     eos = eos_id(tokenizer, args.eos_token)
     wide = tokenizer.get_vocab_size(with_added_tokens=True) > 65536
-    dtype, version = (np.uint32, 2) if wide else (np.uint16, 1)
+    dtype = np.uint32 if wide else np.uint16
     count = 0
     with open(args.output, "wb") as out:
         out.write(bytes(HEADER_INTS * 4))  # the header, rewritten once the count is known
@@ -108,7 +110,7 @@ def encode(args):
         if count >= 2**31:
             sys.exit(f"{count} tokens: more than the int32 count of the llm.c header holds")
         header = np.zeros(HEADER_INTS, np.int32)
-        header[:3] = MAGIC, version, count
+        header[:3] = (*LAYOUTS[dtype], count)
         out.seek(0)
         out.write(header.tobytes())
 
@@ -129,9 +131,9 @@ def read_tokens(path):
     """The tokens of an llm.c-layout file, after checking its header."""
     header = np.fromfile(path, dtype=np.int32, count=HEADER_INTS)
     magic, version, count = (int(v) for v in header[:3])
-    if magic != MAGIC or version not in (1, 2):
+    dtype = next((d for d, layout in LAYOUTS.items() if layout == (magic, version)), None)
+    if dtype is None:
         sys.exit(f"{path}: magic {magic} version {version}, not the llm.c layout")
-    dtype = np.uint16 if version == 1 else np.uint32
     tokens = np.memmap(path, dtype=dtype, mode="r", offset=HEADER_INTS * 4)
     if len(tokens) != count:
         sys.exit(f"{path}: the header announces {count} tokens, the file holds {len(tokens)}")

@@ -43,11 +43,10 @@ MEGATRON_DTYPES = {
     5: np.int64, 6: np.float64, 7: np.float32, 8: np.uint16,
 }
 LLMC_HEADER_INTS = 256
-# (magic, version) -> token dtype. 20240520/1 is what llm.c's llmc/dataloader.h reads;
-# 20240520/2 is delt's uint32 variant; 20240801/7 is llm.c's own uint32 (llama-3) layout.
+# (magic, version) -> token dtype: llm.c's uint16 (gpt-2) layout, the one llmc/dataloader.h
+# reads, and its uint32 (llama-3) layout. delt writes these two.
 LLMC_LAYOUTS = {
     (20240520, 1): np.uint16,
-    (20240520, 2): np.uint32,
     (20240801, 7): np.uint32,
 }
 
