@@ -496,8 +496,8 @@ impl TrainingTarget {
         Ok(ids)
     }
 
-    /// The final object path of a staged file with `extension`: `part-<n>.<ext>` in a
-    /// directory (done by [`publish_shards`]), or beside the single `.bin`.
+    /// Moves the staged files to their final names: `part-<n>.<ext>` in a directory
+    /// ([`publish_shards`]), or `<stem>.<ext>` beside a single `.bin`.
     async fn publish(
         &self,
         store: &dyn ObjectStore,
