@@ -1,25 +1,29 @@
 #!/usr/bin/env python3
-"""Scorer benchmark: lqs_score with all-MiniLM-L6-v2 in delt against sentence-transformers on
-PyTorch, on the same device (the CPU, or with --device cuda a GPU), in the same run on the same
-machine.
+"""Model scorer benchmark, process to process, in one run on one machine:
 
-N documents of exactly 128 tokens ([CLS] + 126 word pieces + [SEP]) are cut from the bundled
-sample's words and written as Parquet. Then:
-  delt     `delt sql` with CREATE FUNCTION lqs_score (plugins/lqs: MiniLM + mean pooling + a
-           linear head) scoring every document into a Parquet file; timed as the whole process
-           (start, model load, read, score, write)
-  pytorch  sentence-transformers (Transformer + mean Pooling modules of the same model
-           directory) encoding the texts, the same head applied in numpy; timed around
-           encode() only (imports and model load excluded)
-Both use --threads threads and batches of --batch documents. It prints documents per second,
-the ratio, peak memory of each process (host memory: GPU memory is not counted), and the largest
-difference between the two scores.
+  token_nll  delt's `token_nll` with SmolLM2-135M-Instruct (the Q4_1 GGUF, default options: the
+             weights are dequantized at load when they fit in memory) against Hugging Face
+             transformers running the same GGUF in float32; every document cut to the same
+             --max-tokens tokens, batches of --lm-batch documents in transformers
+  lqs_score  delt's `lqs_score` with all-MiniLM-L6-v2 against sentence-transformers `encode()`,
+             N documents of exactly 128 tokens ([CLS] + 126 word pieces + [SEP]), the same
+             random linear head in both
 
-Needs the models (tests/fetch_models.sh), the plugin (cargo build --workspace) and a Python
-with torch, sentence-transformers and pyarrow:
-  python examples/bench_scorer.py --docs 2000
+Each delt run is `delt sql` scoring every document of a Parquet file into another, timed as the
+whole process (start, model load, read, score, write); each peer is a fresh Python process, timed
+as a whole (imports, model load, tokenizing, scoring) and around its scoring loop alone. Both
+use --threads threads. It prints documents and tokens per second, peak memory of each process
+(host memory), the ratios, and the largest difference between the two sides' scores.
+With --quantized-docs N it also times delt with the weights kept quantized (dequantize=false)
+on the first N documents (that path is slow on a CPU: keep N small).
+
+Needs the models (tests/fetch_models.sh), delt and the plugins (cargo build), and a Python with
+the peers, kept out of CI in a virtual environment of its own (about 5 GB with torch):
+  python3 -m venv .venv-bench
+  .venv-bench/bin/pip install torch transformers sentence-transformers gguf accelerate pyarrow
+  .venv-bench/bin/python examples/bench_scorer.py --lm-docs 64 --docs 1000 --quantized-docs 4
 On a GPU, with the plugin built by `cargo build -p lqs-plugin --features lqs-plugin/cuda`:
-  python examples/bench_scorer.py --device cuda --docs 20000 --batch 256
+  python examples/bench_scorer.py --scorer lqs_score --device cuda --docs 20000 --batch 256
 """
 import argparse
 import json
@@ -36,7 +40,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_order import measure  # noqa: E402
 
-PYTORCH = """
+SENTENCE_TRANSFORMERS = """
 import sys, time, json
 import numpy as np, pyarrow.parquet as pq, torch
 from sentence_transformers import SentenceTransformer
@@ -50,20 +54,73 @@ w = np.load(head)
 start = time.perf_counter()
 emb = model.encode(texts, batch_size=int(batch), convert_to_numpy=True)
 seconds = time.perf_counter() - start
-json.dump({"seconds": seconds, "scores": (emb @ w[:-1] + w[-1]).tolist()}, sys.stdout)
+json.dump({"seconds": seconds, "version": torch.__version__,
+           "scores": (emb @ w[:-1] + w[-1]).tolist()}, sys.stdout)
+"""
+
+TRANSFORMERS = """
+import os, sys, time, json
+import pyarrow.parquet as pq, torch, transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+gguf, data, threads, batch, max_tokens = sys.argv[1:6]
+torch.set_num_threads(int(threads))
+batch, max_tokens = int(batch), int(max_tokens)
+folder, name = os.path.split(gguf)
+tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+texts = pq.read_table(data).column("text").to_pylist()
+start = time.perf_counter()
+ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens] for t in texts]
+nll = []
+with torch.inference_mode():
+    for i in range(0, len(ids), batch):
+        part = ids[i:i + batch]
+        width = max(map(len, part))
+        x = torch.tensor([s + [0] * (width - len(s)) for s in part])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in part])
+        logits = model(input_ids=x, attention_mask=mask).logits[:, :-1]
+        picked = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0]
+        real = mask[:, 1:].float()
+        nll += (-(picked * real).sum(1) / real.sum(1)).tolist()
+seconds = time.perf_counter() - start
+json.dump({"seconds": seconds, "version": transformers.__version__, "torch": torch.__version__,
+           "tokens": sum(len(s) - 1 for s in ids), "scores": nll}, sys.stdout)
 """
 
 
-def documents(n, model_dir):
+def peer(script, argv, work, name):
+    """Runs a peer script in a fresh Python; returns (its JSON report, whole seconds, peak MiB)."""
+    report, timing = work / f"{name}.json", work / f"{name}.time"
+    with open(report, "w") as f:
+        start = time.perf_counter()
+        cmd = ["/usr/bin/time", "-f", "%M", "-o", str(timing), sys.executable, "-c", script, *map(str, argv)]
+        subprocess.run(cmd, stdout=f, check=True)
+        whole = time.perf_counter() - start
+    return json.loads(report.read_text()), whole, int(timing.read_text().split()[-1]) / 1024
+
+
+def delt_scores(args, create, data, out):
+    """Runs `delt sql` scoring data into out with the function `create` defines as f."""
+    copy = f"COPY (SELECT id, f(text) AS s FROM '{data}') TO '{out}'"
+    wall, peak = measure([args.delt, "sql", "--quiet", "--threads", str(args.threads), "-c", create, "-c", copy])
+    return wall, peak, pq.read_table(out).sort_by("id").column("s").to_numpy()
+
+
+def sample_words():
+    words = []
+    for line in Path("examples/data/docs.jsonl").read_text().splitlines():
+        words.extend(json.loads(line)["text"].split())
+    return words
+
+
+def minilm_documents(n, model_dir):
     """n texts of exactly 126 word pieces from the sample's words."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
-    words = []
-    for line in Path("examples/data/docs.jsonl").read_text().splitlines():
-        words.extend(json.loads(line)["text"].split())
+    words = sample_words()
     pieces = [len(e.ids) for e in tok.encode_batch(words, add_special_tokens=False)]
     texts, start = [], 0
     while len(texts) < n:
@@ -81,23 +138,75 @@ def documents(n, model_dir):
     return texts
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--docs", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (both delt and PyTorch)")
-    parser.add_argument("--models", default=os.environ.get("DELT_MODELS_DIR", ".models"))
-    parser.add_argument("--delt", default="target/debug/delt")
-    parser.add_argument("--plugin", default="target/debug/libdelt_lqs.so")
-    parser.add_argument("--workdir", default="bench-data")
-    args = parser.parse_args()
-    model_dir = Path(args.models) / "all-MiniLM-L6-v2"
-    work = Path(args.workdir)
-    work.mkdir(exist_ok=True)
-    data = work / f"scorer-128tok-{args.docs}.parquet"
+def long_documents(n):
+    """n texts of whole sample documents run together, each well past 256 tokens of SmolLM2."""
+    docs = [json.loads(line)["text"] for line in Path("examples/data/docs.jsonl").read_text().splitlines()]
+    texts, i = [], 0
+    while len(texts) < n:
+        text = ""
+        while len(text) < 2500:
+            text += docs[i % len(docs)] + "\n\n"
+            i += 1
+        texts.append(text)
+    return texts
+
+
+def table(rows):
+    print("| run | timed | seconds | docs/s | tokens/s | peak MiB |")
+    print("|---|---|---:|---:|---:|---:|")
+    for run, timed, seconds, docs, tokens, peak in rows:
+        mib = f"{peak:,.0f}" if peak else ""
+        print(f"| {run} | {timed} | {seconds:.2f} | {docs / seconds:.2f} | {tokens / seconds:,.0f} | {mib} |")
+
+
+def bench_token_nll(args, work):
+    gguf = Path(args.models) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    n = args.lm_docs
+    data = work / f"scorer-long-{n}.parquet"
     if not data.exists():
-        texts = documents(args.docs, model_dir)
+        texts = long_documents(n)
+        pq.write_table(pa.table({"id": list(range(n)), "text": texts}), data)
+    create = (f"CREATE FUNCTION f(text VARCHAR) RETURNS DOUBLE LANGUAGE delt AS "
+              f"'{args.perplexity_plugin}#token_nll?model={gguf}&max_tokens={args.max_tokens}"
+              f"&threads={args.threads}&device={args.device}")
+    print(f"delt: token_nll of {n:,} documents ...", file=sys.stderr)
+    wall, peak, scores = delt_scores(args, create + "'", data, work / "nll.parquet")
+    print("transformers: token_nll ...", file=sys.stderr)
+    result, whole, torch_peak = peer(TRANSFORMERS, [gguf, data, args.threads, args.lm_batch, args.max_tokens],
+                                     work, "transformers")
+    tokens = result["tokens"]
+    diff = np.abs(scores - np.array(result["scores"]))
+    rows = [("delt token_nll (default: dequantized at load)", "whole process", wall, n, tokens, peak)]
+    if args.quantized_docs:
+        q = args.quantized_docs
+        subset = work / f"scorer-long-{n}-first-{q}.parquet"
+        pq.write_table(pq.read_table(data).slice(0, q), subset)
+        print(f"delt: token_nll of {q} documents with dequantize=false ...", file=sys.stderr)
+        q_wall, q_peak, q_scores = delt_scores(args, create + "&dequantize=false'", subset, work / "nll-q.parquet")
+        q_tokens = tokens * q // n
+        rows.append(("delt token_nll dequantize=false", "whole process", q_wall, q, q_tokens, q_peak))
+        q_diff = float(np.max(np.abs(q_scores - scores[:q])))
+    rows += [(f"transformers {result['version']} fp32 (PyTorch {result['torch']})", "tokenize + forward",
+              result["seconds"], n, tokens, torch_peak),
+             ("transformers", "whole process", whole, n, tokens, None)]
+    print(f"\ntoken_nll, SmolLM2-135M-Instruct Q4_1 GGUF, {n:,} documents cut to {args.max_tokens} tokens "
+          f"({tokens:,} predicted), device {args.device}, {args.threads} threads, transformers batches of "
+          f"{args.lm_batch}\n")
+    table(rows)
+    print(f"\ndelt / transformers throughput: {result['seconds'] / wall:.2f}x (forward only), "
+          f"{whole / wall:.2f}x (whole process); memory {torch_peak / peak:.1f}x less; "
+          f"NLL difference median {np.median(diff):.4f}, max {diff.max():.4f} nats")
+    if args.quantized_docs:
+        print(f"dequantized / quantized tokens per second: {(tokens / wall) / (q_tokens / q_wall):.1f}x; "
+              f"max |NLL difference| between the two paths {q_diff:.4f} nats")
+
+
+def bench_lqs(args, work):
+    model_dir = Path(args.models) / "all-MiniLM-L6-v2"
+    n = args.docs
+    data = work / f"scorer-128tok-{n}.parquet"
+    if not data.exists():
+        texts = minilm_documents(n, model_dir)
         pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), data)
 
     # A random head, as safetensors for delt and as numpy for PyTorch.
@@ -107,39 +216,53 @@ def main():
     from safetensors.numpy import save_file
     save_file({"weight": w[None, :-1].copy(), "bias": w[-1:].copy()}, str(work / "head.safetensors"))
 
-    out = work / "scored.parquet"
-    create = (f"CREATE FUNCTION lqs_score(text VARCHAR) RETURNS DOUBLE LANGUAGE delt AS "
-              f"'{args.plugin}#lqs_score?model={model_dir}&head={work / 'head.safetensors'}"
+    create = (f"CREATE FUNCTION f(text VARCHAR) RETURNS DOUBLE LANGUAGE delt AS "
+              f"'{args.lqs_plugin}#lqs_score?model={model_dir}&head={work / 'head.safetensors'}"
               f"&max_tokens=128&threads={args.threads}&forward_batch={args.batch}&batch_size={max(256, args.batch)}"
               f"&device={args.device}'")
-    copy = f"COPY (SELECT id, lqs_score(text) AS s FROM '{data}') TO '{out}'"
-    print(f"delt: scoring {args.docs:,} documents ...", file=sys.stderr)
-    delt_wall, delt_peak = measure([args.delt, "sql", "--quiet", "--threads", str(args.threads), "-c", create, "-c", copy])
-    delt_scores = pq.read_table(out).sort_by("id").column("s").to_numpy()
-
-    print("pytorch: scoring ...", file=sys.stderr)
-    report = work / "pytorch.json"
-    with open(report, "w") as f:
-        start = time.perf_counter()
-        cmd = ["/usr/bin/time", "-f", "%M", "-o", str(work / "pytorch.time"), sys.executable, "-c", PYTORCH,
-               str(model_dir), str(data), str(work / "head.npy"), str(args.threads), str(args.batch), args.device]
-        subprocess.run(cmd, stdout=f, check=True)
-        torch_process = time.perf_counter() - start
-    result = json.loads(report.read_text())
-    torch_peak = int((work / "pytorch.time").read_text().split()[-1]) / 1024
-    diff = float(np.max(np.abs(delt_scores - np.array(result["scores"]))))
-
-    n = args.docs
+    print(f"delt: lqs_score of {n:,} documents ...", file=sys.stderr)
+    wall, peak, scores = delt_scores(args, create, data, work / "scored.parquet")
+    print("sentence-transformers: encode ...", file=sys.stderr)
+    result, whole, torch_peak = peer(SENTENCE_TRANSFORMERS,
+                                     [model_dir, data, work / "head.npy", args.threads, args.batch, args.device],
+                                     work, "pytorch")
+    diff = float(np.max(np.abs(scores - np.array(result["scores"]))))
+    tokens = 128 * n
     print(f"\nlqs_score, all-MiniLM-L6-v2, {n:,} documents of 128 tokens, device {args.device}, "
           f"{args.threads} threads, batch {args.batch}\n")
-    print("| run | timed | seconds | docs/s | peak MiB |")
-    print("|---|---|---:|---:|---:|")
-    print(f"| delt lqs_score | whole process | {delt_wall:.2f} | {n / delt_wall:.1f} | {delt_peak:,.0f} |")
-    print(f"| sentence-transformers (PyTorch {__import__('torch').__version__}) | encode() only | "
-          f"{result['seconds']:.2f} | {n / result['seconds']:.1f} | {torch_peak:,.0f} |")
-    print(f"| sentence-transformers | whole process | {torch_process:.2f} | {n / torch_process:.1f} | |")
-    print(f"\ndelt / PyTorch throughput: {result['seconds'] / delt_wall:.2f}x (encode only), "
-          f"{torch_process / delt_wall:.2f}x (whole process); max |score difference| {diff:.2e}")
+    table([("delt lqs_score", "whole process", wall, n, tokens, peak),
+           (f"sentence-transformers (PyTorch {result['version']})", "encode() only", result["seconds"], n, tokens,
+            torch_peak),
+           ("sentence-transformers", "whole process", whole, n, tokens, None)])
+    print(f"\ndelt / PyTorch throughput: {result['seconds'] / wall:.2f}x (encode only), "
+          f"{whole / wall:.2f}x (whole process); memory {torch_peak / peak:.1f}x less; "
+          f"max |score difference| {diff:.2e}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scorer", choices=["all", "token_nll", "lqs_score"], default="all")
+    parser.add_argument("--docs", type=int, default=1000, help="lqs_score: documents of 128 tokens")
+    parser.add_argument("--batch", type=int, default=32, help="lqs_score: documents per forward pass, both sides")
+    parser.add_argument("--lm-docs", type=int, default=64, help="token_nll: documents")
+    parser.add_argument("--lm-batch", type=int, default=8, help="token_nll: documents per batch in transformers")
+    parser.add_argument("--max-tokens", type=int, default=256, help="token_nll: tokens kept of each document")
+    parser.add_argument("--quantized-docs", type=int, default=0,
+                        help="token_nll: also time dequantize=false on this many documents")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both delt and PyTorch)")
+    parser.add_argument("--models", default=os.environ.get("DELT_MODELS_DIR", ".models"))
+    parser.add_argument("--delt", default="target/debug/delt")
+    parser.add_argument("--lqs-plugin", default="target/debug/libdelt_lqs.so")
+    parser.add_argument("--perplexity-plugin", default="target/debug/libdelt_perplexity.so")
+    parser.add_argument("--workdir", default="bench-data")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(exist_ok=True)
+    if args.scorer in ("all", "token_nll"):
+        bench_token_nll(args, work)
+    if args.scorer in ("all", "lqs_score"):
+        bench_lqs(args, work)
 
 
 if __name__ == "__main__":

@@ -430,20 +430,27 @@ impl TextEncoder {
     }
 
     /// Embeddings `(texts, hidden)` in input order, computed in length-sorted batches of at
-    /// most `batch_size` texts.
+    /// most `batch_size` texts; the next chunk of texts is tokenized while the encoder runs
+    /// ([`crate::pipeline`]).
     pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<Tensor> {
-        let ids = self.tokenizer.encode(texts)?;
-        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let batches = crate::batching::length_batches(&lengths, batch_size, usize::MAX);
-        let mut rows: Vec<Option<Tensor>> = vec![None; texts.len()];
-        for batch in batches {
-            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
-            let pooled = self.encoder.embed(&seqs)?;
-            for (j, &i) in batch.iter().enumerate() {
-                rows[i] = Some(pooled.get(j)?);
-            }
-        }
-        let rows: Vec<Tensor> = rows.into_iter().flatten().collect();
+        let rows = crate::pipeline::pipelined(
+            texts,
+            crate::pipeline::chunk_docs(batch_size),
+            |part| self.tokenizer.encode(part),
+            |ids| {
+                let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+                let batches = crate::batching::length_batches(&lengths, batch_size, usize::MAX);
+                let mut rows: Vec<Option<Tensor>> = vec![None; ids.len()];
+                for batch in batches {
+                    let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+                    let pooled = self.encoder.embed(&seqs)?;
+                    for (j, &i) in batch.iter().enumerate() {
+                        rows[i] = Some(pooled.get(j)?);
+                    }
+                }
+                Ok(rows.into_iter().flatten().collect())
+            },
+        )?;
         if rows.is_empty() {
             return Ok(Tensor::zeros(
                 (0, self.encoder.hidden_size()),

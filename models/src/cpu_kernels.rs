@@ -298,8 +298,9 @@ impl ProductShape {
 
 /// Multi-head self-attention: the context `(batch, seq, hidden)` from the fused projections
 /// `qkv` `(batch, seq, 3 * hidden)` (queries, keys, values side by side, the queries already
-/// scaled by 1/sqrt(head_dim)), with `key_bias` `(batch, seq)` added to every query's score of
-/// each key (0 for real tokens, a large negative number for padding) when given.
+/// scaled by 1/sqrt(head_dim)). `key_bias` `(batch, seq)`, when given, marks the padding of
+/// right-padded sequences: 0 for real tokens, which come first, a large negative number for
+/// padding; queries attend to the real keys only.
 pub fn attention(
     qkv: &Tensor,
     heads: usize,
@@ -323,8 +324,8 @@ pub fn attention(
     let qkv = qkv_view.data()?;
     let bias_view = key_bias.map(CpuF32::of).transpose()?;
     let bias = bias_view.as_ref().map(|b| b.data()).transpose()?;
-    // Every element is written by exactly one task's second product (which does not read the
-    // destination), so the buffer is not zeroed first.
+    // Every element is written by exactly one of a task's products with the values (which do
+    // not read the destination), so the buffer is not zeroed first.
     let len = batch * seq * hidden;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = SharedMut(out.spare_capacity_mut().as_mut_ptr().cast());
@@ -336,40 +337,110 @@ pub fn attention(
             let q = qkv[row0 + h * head_dim..].as_ptr();
             let k = qkv[row0 + hidden + h * head_dim..].as_ptr();
             let v = qkv[row0 + 2 * hidden + h * head_dim..].as_ptr();
-            // SAFETY: q, k and v address seq rows of head_dim values, width apart, inside
-            // sequence b of qkv; scores is seq x seq.
-            unsafe {
-                matmul(
-                    (seq, seq, head_dim),
-                    (scores.as_mut_ptr(), seq, false),
-                    (q, 1, width),
-                    (k, width, 1),
-                    Parallelism::None,
-                )
-            };
-            for row in scores.chunks_exact_mut(seq) {
-                if let Some(bias) = bias {
-                    row.iter_mut()
-                        .zip(&bias[b * seq..(b + 1) * seq])
-                        .for_each(|(s, b)| *s += b);
+            // Right padding: the real keys come first, and every query attends to them alone.
+            // Real queries and padding queries are separate products: a product's shape picks
+            // gemm's kernel (and so the order of its sums), and the real queries' shape is
+            // then the sequence's own, so it gets the same bits whatever its batch's width.
+            let keys = bias.map_or(seq, |bias| {
+                bias[b * seq..(b + 1) * seq]
+                    .iter()
+                    .take_while(|&&x| x == 0.0)
+                    .count()
+                    .max(1)
+            });
+            let mut attend = |first: usize, count: usize| {
+                // SAFETY: q, k and v address seq rows of head_dim values, width apart, inside
+                // sequence b of qkv, of which rows first..first+count and 0..keys are read;
+                // scores holds count x keys; the destination is rows first.. of sequence b
+                // of out, columns h*head_dim.. of each: this task's (sequence, head) block,
+                // which no other task writes.
+                unsafe {
+                    matmul(
+                        (count, keys, head_dim),
+                        (scores.as_mut_ptr(), keys, false),
+                        (q.wrapping_add(first * width), 1, width),
+                        (k, width, 1),
+                        Parallelism::None,
+                    );
+                    scores[..count * keys]
+                        .chunks_exact_mut(keys)
+                        .for_each(softmax_in_place);
+                    matmul(
+                        (count, head_dim, keys),
+                        (
+                            dst.at((b * seq + first) * hidden + h * head_dim),
+                            hidden,
+                            false,
+                        ),
+                        (scores.as_ptr(), 1, keys),
+                        (v, 1, width),
+                        Parallelism::None,
+                    )
                 }
-                softmax_in_place(row);
-            }
-            // SAFETY: the destination is rows b*seq.. of out, columns h*head_dim.. of each:
-            // this task's (sequence, head) block, which no other task writes.
-            unsafe {
-                matmul(
-                    (seq, head_dim, seq),
-                    (dst.at(b * seq * hidden + h * head_dim), hidden, false),
-                    (scores.as_ptr(), 1, seq),
-                    (v, 1, width),
-                    Parallelism::None,
-                )
             };
+            attend(0, keys);
+            if keys < seq {
+                attend(keys, seq - keys);
+            }
         },
     );
     // SAFETY: the batch x heads tasks wrote every (row, head) block, i.e. all len elements.
     unsafe { out.set_len(len) };
+    Tensor::from_vec(out, (batch, seq, hidden), &Device::Cpu)
+}
+
+/// Causal multi-head self-attention with grouped keys and values (Llama's): the context
+/// `(batch, seq, heads * head_dim)` of queries `q` `(batch, heads, seq, head_dim)` over keys
+/// `k` and values `v` `(batch, kv_heads, seq, head_dim)`, query head `h` reading key/value head
+/// `h / (heads / kv_heads)`, scores scaled by `scale`. Query `i` attends to keys `0..=i`
+/// only: its scores, softmax and weighted sum cover exactly those, so the result for a
+/// right-padded sequence does not depend on the width its batch is padded to, bit for bit.
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f32,
+) -> candle_core::Result<Tensor> {
+    let (batch, heads, seq, d) = q.dims4()?;
+    let (_, kv, _, _) = k.dims4()?;
+    if kv == 0 || heads % kv != 0 || k.dims() != [batch, kv, seq, d] || v.dims() != k.dims() {
+        candle_core::bail!(
+            "causal attention: queries {:?} do not fit keys {:?} and values {:?}",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )
+    }
+    let views = [q, k, v].map(CpuF32::of);
+    let [qv, kv_view, vv] = views;
+    let (qv, kv_view, vv) = (qv?, kv_view?, vv?);
+    let (qs, ks, vs) = (qv.data()?, kv_view.data()?, vv.data()?);
+    let (hidden, group, block) = (heads * d, heads / kv, seq * d);
+    let mut out = vec![0f32; batch * seq * hidden];
+    let dst = SharedMut(out.as_mut_ptr());
+    (0..batch * heads).into_par_iter().for_each_init(
+        || vec![0f32; seq],
+        |scores, task| {
+            let (b, h) = (task / heads, task % heads);
+            let query = &qs[task * block..][..block];
+            let at = (b * kv + h / group) * block;
+            let (keys, values) = (&ks[at..at + block], &vs[at..at + block]);
+            for i in 0..seq {
+                let row = &mut scores[..=i];
+                let qi = &query[i * d..(i + 1) * d];
+                for (j, s) in row.iter_mut().enumerate() {
+                    *s = dot(qi, &keys[j * d..(j + 1) * d]) * scale;
+                }
+                softmax_in_place(row);
+                // SAFETY: row i of sequence b, columns h*d..(h+1)*d of out: written by this
+                // (sequence, head) task alone.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(dst.at((b * seq + i) * hidden + h * d), d)
+                };
+                weighted_rows_into(o, row, values);
+            }
+        },
+    );
     Tensor::from_vec(out, (batch, seq, hidden), &Device::Cpu)
 }
 
@@ -426,6 +497,37 @@ vectorised! {
         out.iter_mut()
             .zip(row)
             .for_each(|(o, &v)| *o = scale * exp_nonpositive(v - shift));
+    }
+}
+
+vectorised! {
+    /// The dot product of two rows of equal length.
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0f32; 16];
+        let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+        let rest: f32 = ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .fold(0.0, |s, (x, y)| s + x * y);
+        for (x, y) in ca.zip(cb) {
+            acc.iter_mut()
+                .zip(x.iter().zip(y))
+                .for_each(|(a, (x, y))| *a += x * y);
+        }
+        acc.iter().fold(rest, |s, a| s + a)
+    }
+}
+
+vectorised! {
+    /// `out = sum_j weights_j * rows_j` over the first `weights.len()` rows of `rows` (rows of
+    /// `out.len()` values), added in order of `j`.
+    fn weighted_rows_into(out: &mut [f32], weights: &[f32], rows: &[f32]) {
+        let d = out.len();
+        out.fill(0.0);
+        for (w, row) in weights.iter().zip(rows.chunks_exact(d)) {
+            out.iter_mut().zip(row).for_each(|(o, v)| *o += w * v);
+        }
     }
 }
 
@@ -657,5 +759,54 @@ mod tests {
         let first = |t: &Tensor| t.get(0).unwrap();
         assert!(max_abs_diff(&first(&full), &first(&want)) < 1e-5);
         assert!(max_abs_diff(&full, &want) > 1e-3, "padding must matter");
+    }
+
+    #[test]
+    fn causal_attention_matches_composed_ops_and_ignores_padding() {
+        let dev = Device::Cpu;
+        let (batch, heads, kv, seq, d) = (2, 6, 2, 21, 20);
+        let q = Tensor::randn(0f32, 1.0, (batch, heads, seq, d), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (batch, kv, seq, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (batch, kv, seq, d), &dev).unwrap();
+        let scale = 1.0 / (d as f32).sqrt();
+        let got = causal_attention(&q, &k, &v, scale).unwrap();
+        let repeat = |t: &Tensor| {
+            t.unsqueeze(2)
+                .unwrap()
+                .expand((batch, kv, heads / kv, seq, d))
+                .unwrap()
+                .reshape((batch, heads, seq, d))
+                .unwrap()
+        };
+        let mask: Vec<f32> = (0..seq)
+            .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (seq, seq), &dev).unwrap();
+        let scores = (q.matmul(&repeat(&k).t().unwrap()).unwrap() * f64::from(scale))
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
+        let want = candle_nn::ops::softmax_last_dim(&scores)
+            .unwrap()
+            .matmul(&repeat(&v))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((batch, seq, heads * d))
+            .unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-5);
+        // The first 13 positions alone give the same bits as within the padded 21.
+        let cut = |t: &Tensor| t.narrow(2, 0, 13).unwrap().contiguous().unwrap();
+        let short = causal_attention(&cut(&q), &cut(&k), &cut(&v), scale).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(f32::to_bits)
+                .collect()
+        };
+        assert_eq!(bits(&short), bits(&got.narrow(1, 0, 13).unwrap()));
     }
 }

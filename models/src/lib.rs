@@ -17,6 +17,7 @@
 //! - [`device`]: `cpu`, `cuda[:N]` or `auto`.
 //! - [`batching`]: length-sorted batches, so padding wastes little compute.
 //! - [`inference`]: the run options every model scorer shares.
+//! - [`pipeline`]: tokenizing the next chunk of texts while the model runs on this one.
 //!
 //! Scoring code uses candle's fast fused kernels; [`proxy_lm`], which must be differentiated,
 //! avoids them (they silently drop gradients, see `shared/notes/stack.md`).
@@ -30,6 +31,7 @@ pub mod error;
 pub mod inference;
 pub mod llama;
 pub mod lqs;
+pub mod pipeline;
 pub mod proxy_lm;
 pub mod random;
 pub mod target_log_probs;

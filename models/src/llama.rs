@@ -16,7 +16,7 @@ use std::path::Path;
 use candle_core::quantized::QMatMul;
 use candle_core::quantized::gguf_file;
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
@@ -146,10 +146,67 @@ pub struct LlamaModel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantized {
     /// Kept quantized; activations are quantized to 8 bits for the product, as llama.cpp
-    /// does: fast and small, within a fraction of a percent of the float result.
+    /// does: small, within a fraction of a percent of the float result, but on the CPU an
+    /// order of magnitude slower than float32 for whole documents (candle's quantized product
+    /// is built for one token at a time).
     Keep,
     /// Dequantized to float32 at load: exact float arithmetic, several times the memory.
     Dequantize,
+    /// [`Quantized::Dequantize`] on the CPU when the float32 weights take at most half the
+    /// memory available (`MemAvailable` of `/proc/meminfo`), else [`Quantized::Keep`]; on a
+    /// GPU, [`Quantized::Keep`] (candle's GPU kernels dequantize by themselves).
+    Auto,
+}
+
+impl Quantized {
+    /// The path [`Quantized::Auto`] takes for `float_bytes` of float32 weights with
+    /// `available` bytes of free memory (`None`: unknown), and why, for a log line.
+    pub fn resolve(
+        self,
+        float_bytes: u64,
+        available: Option<u64>,
+        device: &Device,
+    ) -> (Self, String) {
+        let gb = |b: u64| format!("{:.2} GB", b as f64 / 1e9);
+        match self {
+            Self::Keep => (self, "dequantize=false".into()),
+            Self::Dequantize => (self, "dequantize=true".into()),
+            Self::Auto if !device.is_cpu() => (
+                Self::Keep,
+                "on a GPU; dequantize=true forces float32".into(),
+            ),
+            Self::Auto => match available {
+                Some(free) if float_bytes.saturating_mul(2) <= free => (
+                    Self::Dequantize,
+                    format!(
+                        "{} of float32 weights, {} of memory available; dequantize=false keeps them quantized",
+                        gb(float_bytes),
+                        gb(free)
+                    ),
+                ),
+                Some(free) => (
+                    Self::Keep,
+                    format!(
+                        "{} of float32 weights would take more than half the {} available; dequantize=true forces float32",
+                        gb(float_bytes),
+                        gb(free)
+                    ),
+                ),
+                None => (
+                    Self::Keep,
+                    "free memory unknown (no /proc/meminfo); dequantize=true forces float32".into(),
+                ),
+            },
+        }
+    }
+}
+
+/// `MemAvailable` of `/proc/meminfo` in bytes; `None` where there is none (not Linux).
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A model with the tokenizer it was trained with.
@@ -158,6 +215,9 @@ pub struct LanguageModel {
     pub model: LlamaModel,
     /// Its tokenizer, truncating to the chosen maximum.
     pub tokenizer: TextTokenizer,
+    /// How the weights are multiplied and why, one line for the log: e.g. `GGUF weights
+    /// dequantized to float32 at load (...)`.
+    pub weights: String,
 }
 
 /// The summed negative log-likelihood of a document's tokens, each predicted from the tokens
@@ -222,8 +282,9 @@ pub(crate) fn read_config(dir: &Path) -> Result<LlamaConfig> {
 
 impl LanguageModel {
     /// Loads a `.gguf` file or a Hugging Face directory; texts are truncated to `max_tokens`.
+    /// GGUF weights are dequantized when they fit ([`Quantized::Auto`]).
     pub fn load(path: &Path, max_tokens: usize, device: &Device) -> Result<Self> {
-        Self::load_with(path, max_tokens, Quantized::Keep, device)
+        Self::load_with(path, max_tokens, Quantized::Auto, device)
     }
 
     /// As [`LanguageModel::load`], choosing how quantized GGUF weights are multiplied.
@@ -271,7 +332,11 @@ impl LanguageModel {
         check_positions(&model.config, max_tokens, dir)?;
         // The tokenizer's own post-processor decides whether a BOS token starts each text.
         let tokenizer = TextTokenizer::from_file(&tokenizer, max_tokens, None)?;
-        Ok(Self { model, tokenizer })
+        Ok(Self {
+            model,
+            tokenizer,
+            weights: "float32 weights (safetensors)".into(),
+        })
     }
 
     fn load_gguf(
@@ -324,10 +389,23 @@ impl LanguageModel {
             rope_scaling: None,
         };
         config.check(path)?;
+        let float_bytes: u64 = content
+            .tensor_infos
+            .values()
+            .map(|t| t.shape.elem_count() as u64 * 4)
+            .sum();
+        let (quantized, why) = quantized.resolve(float_bytes, available_memory(), device);
+        let dequantize = quantized == Quantized::Dequantize;
+        let weights = if dequantize {
+            format!("GGUF weights dequantized to float32 at load ({why})")
+        } else {
+            format!("GGUF weights kept quantized ({why})")
+        };
         let matmul = |t: candle_core::quantized::QTensor| -> Result<QMatMul> {
-            match quantized {
-                Quantized::Keep => QMatMul::from_qtensor(t).map_err(bad),
-                Quantized::Dequantize => Ok(QMatMul::Tensor(t.dequantize(device).map_err(bad)?)),
+            if dequantize {
+                Ok(QMatMul::Tensor(t.dequantize(device).map_err(bad)?))
+            } else {
+                QMatMul::from_qtensor(t).map_err(bad)
             }
         };
         let mut qtensor = |name: &str| content.tensor(&mut file, name, device).map_err(bad);
@@ -356,7 +434,9 @@ impl LanguageModel {
             .dequantize(device)
             .map_err(bad)?;
         let embedding = embedding_q.dequantize(device).map_err(bad)?;
-        let lm_head = if config.tie_word_embeddings {
+        let lm_head = if config.tie_word_embeddings && dequantize {
+            QMatMul::Tensor(embedding.clone())
+        } else if config.tie_word_embeddings {
             matmul(embedding_q)?
         } else {
             matmul(qtensor("output.weight")?)?
@@ -378,28 +458,39 @@ impl LanguageModel {
             .unwrap_or(false);
         let bos = meta("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok());
         let tokenizer = TextTokenizer::new(tokenizer, max_tokens, bos.filter(|_| add_bos))?;
-        Ok(Self { model, tokenizer })
+        Ok(Self {
+            model,
+            tokenizer,
+            weights,
+        })
     }
 
     /// The token loss of each text, in input order; `None` for a text with no token to
     /// predict (empty, or one token and no BOS). Batches are length-sorted, at most
-    /// `batch_size` documents each.
+    /// `batch_size` documents each; the next chunk of texts is tokenized while the model runs
+    /// ([`crate::pipeline`]).
     pub fn token_losses(
         &self,
         texts: &[&str],
         batch_size: usize,
     ) -> Result<Vec<Option<TokenLoss>>> {
-        let ids = self.tokenizer.encode(texts)?;
-        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         let budget = batch_size.max(1) * self.tokenizer.max_tokens();
-        let mut out = vec![None; texts.len()];
-        for batch in crate::batching::length_batches(&lengths, batch_size, budget) {
-            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
-            for (loss, &i) in self.model.token_losses(&seqs)?.into_iter().zip(&batch) {
-                out[i] = loss;
-            }
-        }
-        Ok(out)
+        crate::pipeline::pipelined(
+            texts,
+            crate::pipeline::chunk_docs(batch_size),
+            |part| self.tokenizer.encode(part),
+            |ids| {
+                let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+                let mut out = vec![None; ids.len()];
+                for batch in crate::batching::length_batches(&lengths, batch_size, budget) {
+                    let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+                    for (loss, &i) in self.model.token_losses(&seqs)?.into_iter().zip(&batch) {
+                        out[i] = loss;
+                    }
+                }
+                Ok(out)
+            },
+        )
     }
 }
 
@@ -561,8 +652,14 @@ impl LlamaModel {
             })
         };
         let q = rope(split(b.q.forward(x)?, heads)?)?;
-        let k = repeat_kv(rope(split(b.k.forward(x)?, kv)?)?, heads / kv)?;
-        let v = repeat_kv(split(b.v.forward(x)?, kv)?, heads / kv)?;
+        let k = rope(split(b.k.forward(x)?, kv)?)?;
+        let v = split(b.v.forward(x)?, kv)?;
+        if self.device.is_cpu() && x.dtype() == DType::F32 {
+            let scale = 1.0 / (d as f32).sqrt();
+            let out = crate::cpu_kernels::causal_attention(&q, &k, &v, scale)?;
+            return Ok(b.o.forward(&out)?);
+        }
+        let (k, v) = (repeat_kv(k, heads / kv)?, repeat_kv(v, heads / kv)?);
         let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.broadcast_add(mask)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = weights
@@ -594,9 +691,12 @@ impl LlamaModel {
                 }
                 // Logits one document at a time: a whole batch of vocabulary-wide rows is large.
                 let h = hidden.get(i)?.narrow(0, 0, s.len() - 1)?;
-                let logp = candle_nn::ops::log_softmax(&self.lm_head.forward(&h)?, D::Minus1)?;
-                let targets = Tensor::from_slice(&s[1..], (s.len() - 1, 1), &self.device)?;
-                let picked = logp.gather(&targets, 1)?.to_dtype(DType::F64)?;
+                let targets = Tensor::from_slice(&s[1..], s.len() - 1, &self.device)?;
+                let picked = crate::target_log_probs::target_log_probs(
+                    &self.lm_head.forward(&h)?,
+                    &targets,
+                )?
+                .to_dtype(DType::F64)?;
                 let nll = -picked.sum_all()?.to_scalar::<f64>()?;
                 Ok(Some(TokenLoss {
                     nll,

@@ -250,3 +250,45 @@ fn minilm_matches_pytorch() {
     eprintln!("MiniLM max abs difference vs PyTorch: {worst:.2e}");
     assert!(worst < 1e-4, "max abs difference {worst}");
 }
+#[test]
+fn minilm_embeddings_are_identical_whatever_the_batch_size_and_threads() {
+    // The real model: a tiny one is so narrow that gemm picks its small-matrix kernels, whose
+    // sums group differently, by the shape of each batch.
+    let Some(dir) = testing::real_model("all-MiniLM-L6-v2") else {
+        return;
+    };
+    let encoder = TextEncoder::load(&dir, 48, &Device::Cpu).unwrap();
+    // 1 to 40 words: more than one pipeline chunk at small batch sizes.
+    let texts: Vec<String> = (0..90)
+        .map(|i| {
+            (0..1 + (i * 7) % 40)
+                .map(|j| testing::WORDS[(i * 11 + j * 5) % testing::WORDS.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let bits = |batch: usize, threads: usize| -> Vec<u32> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let e = pool.install(|| encoder.embed(&refs, batch)).unwrap();
+        assert_eq!(e.dims(), [90, 384]);
+        e.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f32::to_bits)
+            .collect()
+    };
+    let want = bits(1, 1);
+    for (batch, threads) in [(3, 1), (8, 2), (32, 3), (200, 2)] {
+        assert_eq!(
+            bits(batch, threads),
+            want,
+            "batch {batch}, {threads} threads"
+        );
+    }
+}

@@ -346,7 +346,7 @@ fn real_models_score_real_text() {
     lqs::save(&scorer_dir, &config, &weight, 0.0).unwrap();
     let sample = repo().join("examples/data/docs.jsonl");
     let out = dir.path().join("scored.jsonl");
-    run_sql(
+    let run = run_sql(
         &[
             &create(
                 "lqs",
@@ -369,6 +369,32 @@ fn real_models_score_real_text() {
             ),
         ],
         &[],
+    );
+    // The default path for GGUF weights on a CPU with memory to spare, said once although
+    // every partition loads its own instance.
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let line = "perplexity: GGUF weights dequantized to float32 at load (";
+    assert_eq!(stderr.matches(line).count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("dequantize=false keeps them quantized)"),
+        "{stderr}"
+    );
+    let kept = run_sql(
+        &[
+            &create(
+                "nll",
+                "delt_perplexity",
+                "token_nll",
+                &format!("model={}&max_tokens=16&dequantize=false", smollm.display()),
+            ),
+            "SELECT nll('the data and the model') AS s",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&kept.stderr);
+    assert!(
+        stderr.contains("token_nll: GGUF weights kept quantized (dequantize=false)"),
+        "{stderr}"
     );
     let (q, p, rev) = (
         scores_of(&out, "q"),

@@ -7,7 +7,9 @@
 //! model is a Llama-family LM from a GGUF file (quantized, e.g. SmolLM2) or a Hugging Face
 //! directory (e.g. one delt trained). Runs on the CPU, or on a GPU when built with `cuda`.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Mutex;
 
 use delt_models::inference::{self, Inference};
 use delt_models::llama::{LanguageModel, Quantized, TokenLoss};
@@ -37,6 +39,16 @@ impl Scorer for Perplexity {
     }
 }
 
+/// Prints `line` on stderr unless this process printed it already: every instance (one per
+/// concurrent partition) loads its own model, but one line says how they all run.
+fn log_once(line: String) {
+    static SEEN: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.insert(line.clone()) {
+        eprintln!("{line}");
+    }
+}
+
 struct PerplexityPlugin;
 
 impl PerplexityPlugin {
@@ -47,7 +59,7 @@ impl PerplexityPlugin {
         )
         .option(
             "dequantize",
-            "'true': multiply GGUF weights in float32 (exact, several times the memory); default 'false' (quantized, as llama.cpp)",
+            "'true': dequantize GGUF weights to float32 at load (exact, fast on a CPU, several times the memory); 'false': keep them quantized (small, as llama.cpp); default: float32 on a CPU when the float weights take at most half the available memory, one stderr line says which",
         );
         for (option, doc) in inference::OPTIONS {
             spec = spec.option(option, doc);
@@ -77,7 +89,7 @@ impl Plugin for PerplexityPlugin {
         let inference = Inference::from_options(options, function).map_err(|e| e.to_string())?;
         let max_tokens = inference.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         let quantized = match options.get("dequantize") {
-            None => Quantized::Keep,
+            None => Quantized::Auto,
             Some(v) => match v.as_bool() {
                 Some(false) => Quantized::Keep,
                 Some(true) => Quantized::Dequantize,
@@ -87,6 +99,7 @@ impl Plugin for PerplexityPlugin {
         let model =
             LanguageModel::load_with(Path::new(model), max_tokens, quantized, &inference.device)
                 .map_err(|e| e.to_string())?;
+        log_once(format!("{function}: {}", model.weights));
         let measure: fn(&TokenLoss) -> f64 = match function {
             "perplexity" => TokenLoss::perplexity,
             _ => TokenLoss::mean,
