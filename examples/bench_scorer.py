@@ -195,7 +195,7 @@ def bench_token_nll(args, work):
     table(rows)
     print(f"\ndelt / transformers throughput: {result['seconds'] / wall:.2f}x (forward only), "
           f"{whole / wall:.2f}x (whole process); memory {torch_peak / peak:.1f}x less; "
-          f"NLL difference median {np.median(diff):.4f}, max {diff.max():.4f} nats")
+          f"NLL difference median {np.median(diff):.1e}, max {diff.max():.1e} nats")
     if args.quantized_docs:
         print(f"dequantized / quantized tokens per second: {(tokens / wall) / (q_tokens / q_wall):.1f}x; "
               f"max |NLL difference| between the two paths {q_diff:.4f} nats")

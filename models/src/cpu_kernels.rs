@@ -393,8 +393,8 @@ pub fn attention(
 /// `(batch, seq, heads * head_dim)` of queries `q` `(batch, heads, seq, head_dim)` over keys
 /// `k` and values `v` `(batch, kv_heads, seq, head_dim)`, query head `h` reading key/value head
 /// `h / (heads / kv_heads)`, scores scaled by `scale`. Query `i` attends to keys `0..=i`
-/// only: its scores, softmax and weighted sum cover exactly those, so the result for a
-/// right-padded sequence does not depend on the width its batch is padded to, bit for bit.
+/// only: its softmax and weighted sum cover exactly those, so the result for a right-padded
+/// sequence does not depend on the width its batch is padded to, bit for bit.
 pub fn causal_attention(
     q: &Tensor,
     k: &Tensor,
@@ -416,21 +416,42 @@ pub fn causal_attention(
     let (qv, kv_view, vv) = (qv?, kv_view?, vv?);
     let (qs, ks, vs) = (qv.data()?, kv_view.data()?, vv.data()?);
     let (hidden, group, block) = (heads * d, heads / kv, seq * d);
+    // Scores come from one gemm product per (sequence, head) over all its positions: gemm
+    // sums each score's terms in the same order whatever the product's size, except for
+    // products of at most 16 x 16, which it hands to other kernels. A shorter sequence is
+    // therefore computed zero-padded to SMALLEST rows, so a score has the same bits in any batch.
+    const SMALLEST: usize = 17;
+    let rows = seq.max(SMALLEST);
     let mut out = vec![0f32; batch * seq * hidden];
     let dst = SharedMut(out.as_mut_ptr());
     (0..batch * heads).into_par_iter().for_each_init(
-        || vec![0f32; seq],
-        |scores, task| {
+        || (vec![0f32; rows * rows], vec![0f32; 2 * rows * d]),
+        |(scores, padded), task| {
             let (b, h) = (task / heads, task % heads);
             let query = &qs[task * block..][..block];
             let at = (b * kv + h / group) * block;
             let (keys, values) = (&ks[at..at + block], &vs[at..at + block]);
+            let (q, k) = if rows == seq {
+                (query.as_ptr(), keys.as_ptr())
+            } else {
+                let (pq, pk) = padded.split_at_mut(rows * d);
+                pq[..block].copy_from_slice(query);
+                pk[..block].copy_from_slice(keys);
+                (pq.as_ptr(), pk.as_ptr())
+            };
+            // SAFETY: q and k address rows x d values, rows contiguous; scores is rows x rows.
+            unsafe {
+                matmul(
+                    (rows, rows, d),
+                    (scores.as_mut_ptr(), rows, false),
+                    (q, 1, d),
+                    (k, d, 1),
+                    Parallelism::None,
+                )
+            };
             for i in 0..seq {
-                let row = &mut scores[..=i];
-                let qi = &query[i * d..(i + 1) * d];
-                for (j, s) in row.iter_mut().enumerate() {
-                    *s = dot(qi, &keys[j * d..(j + 1) * d]) * scale;
-                }
+                let row = &mut scores[i * rows..i * rows + i + 1];
+                row.iter_mut().for_each(|s| *s *= scale);
                 softmax_in_place(row);
                 // SAFETY: row i of sequence b, columns h*d..(h+1)*d of out: written by this
                 // (sequence, head) task alone.
@@ -497,25 +518,6 @@ vectorised! {
         out.iter_mut()
             .zip(row)
             .for_each(|(o, &v)| *o = scale * exp_nonpositive(v - shift));
-    }
-}
-
-vectorised! {
-    /// The dot product of two rows of equal length.
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = [0f32; 16];
-        let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-        let rest: f32 = ca
-            .remainder()
-            .iter()
-            .zip(cb.remainder())
-            .fold(0.0, |s, (x, y)| s + x * y);
-        for (x, y) in ca.zip(cb) {
-            acc.iter_mut()
-                .zip(x.iter().zip(y))
-                .for_each(|(a, (x, y))| *a += x * y);
-        }
-        acc.iter().fold(rest, |s, a| s + a)
     }
 }
 
@@ -798,15 +800,7 @@ mod tests {
         // The first 13 positions alone give the same bits as within the padded 21.
         let cut = |t: &Tensor| t.narrow(2, 0, 13).unwrap().contiguous().unwrap();
         let short = causal_attention(&cut(&q), &cut(&k), &cut(&v), scale).unwrap();
-        let bits = |t: &Tensor| -> Vec<u32> {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .into_iter()
-                .map(f32::to_bits)
-                .collect()
-        };
+        let bits = |t: &Tensor| crate::testing::f32_bits(t).unwrap();
         assert_eq!(bits(&short), bits(&got.narrow(1, 0, 13).unwrap()));
     }
 }

@@ -162,6 +162,21 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
     )
 }
 
+/// The bits of every value of an f32 tensor, to compare results exactly.
+pub fn f32_bits(t: &Tensor) -> Result<Vec<u32>> {
+    let values = t.flatten_all()?.to_vec1::<f32>()?;
+    Ok(values.into_iter().map(f32::to_bits).collect())
+}
+
+/// Runs `work` on a rayon pool of `threads` threads.
+pub fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool for a test")
+        .install(work)
+}
+
 /// Writes a 2-layer BERT (hidden 32, 4 heads) with a word-level tokenizer to `dir`.
 pub fn write_bert(dir: &Path, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::file(dir, e.to_string()))?;

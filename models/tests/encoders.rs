@@ -269,19 +269,9 @@ fn minilm_embeddings_are_identical_whatever_the_batch_size_and_threads() {
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let bits = |batch: usize, threads: usize| -> Vec<u32> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let e = pool.install(|| encoder.embed(&refs, batch)).unwrap();
+        let e = testing::on_threads(threads, || encoder.embed(&refs, batch)).unwrap();
         assert_eq!(e.dims(), [90, 384]);
-        e.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f32::to_bits)
-            .collect()
+        testing::f32_bits(&e).unwrap()
     };
     let want = bits(1, 1);
     for (batch, threads) in [(3, 1), (8, 2), (32, 3), (200, 2)] {

@@ -251,15 +251,6 @@ fn many_texts(count: usize) -> Vec<String> {
         .collect()
 }
 
-/// Runs `work` on a pool of `threads` threads.
-fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(work)
-}
-
 #[test]
 fn smollm2_scores_are_identical_whatever_the_batch_size_and_threads() {
     // The real model: a tiny one is so narrow that gemm picks its small-matrix kernels, whose
@@ -271,7 +262,7 @@ fn smollm2_scores_are_identical_whatever_the_batch_size_and_threads() {
     let texts = many_texts(40);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let bits = |batch: usize, threads: usize| -> Vec<Option<(u64, usize)>> {
-        on_threads(threads, || lm.token_losses(&refs, batch))
+        testing::on_threads(threads, || lm.token_losses(&refs, batch))
             .unwrap()
             .into_iter()
             .map(|l| l.map(|l| (l.nll.to_bits(), l.tokens)))
