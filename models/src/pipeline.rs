@@ -85,7 +85,7 @@ mod tests {
             Ok(part.iter().map(|t| t.parse().unwrap()).collect())
         };
         for chunk in [1, 7, 10, 103, 500] {
-            let got = pipelined(&refs, chunk, tokenize, |ids| Ok(ids)).unwrap();
+            let got = pipelined(&refs, chunk, tokenize, Ok).unwrap();
             assert_eq!(got, (0..103).collect::<Vec<_>>(), "chunk {chunk}");
         }
         let mut calls = 0;
@@ -110,7 +110,7 @@ mod tests {
                     tokenize(part)
                 }
             },
-            |ids| Ok(ids),
+            Ok,
         )
         .unwrap_err();
         assert!(e.to_string().contains("bad text"), "{e}");
