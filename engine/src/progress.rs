@@ -1,5 +1,7 @@
-//! Progress on stderr: the SQL runner's line (rows read and written, rate, elapsed time) and the
-//! bar of the jobs that know their length (LQS, efficacy).
+//! Progress on stderr: the SQL runner's line (rows read and written, rate, elapsed time), the
+//! line of a resumable COPY's units (done / total, rows per second, ETA) and the bar of the jobs
+//! that know their length (LQS, efficacy). The lines add the S3 tries that failed and were
+//! retried, when there are any.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -9,43 +11,32 @@ use std::time::{Duration, Instant};
 use datafusion::physical_plan::ExecutionPlan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::io::object_stores::transient_failures;
+
 /// Shows the progress of one running plan until dropped.
 pub struct Progress {
     written: Arc<AtomicU64>,
-    ticker: Option<(ProgressBar, tokio::task::JoinHandle<()>)>,
+    _line: Line,
 }
 
 impl Progress {
     /// Starts showing progress of `plan` if `enabled` and stderr is a terminal.
     pub fn start(plan: &Arc<dyn ExecutionPlan>, enabled: bool) -> Self {
         let written = Arc::new(AtomicU64::new(0));
-        if !enabled || !std::io::stderr().is_terminal() {
-            return Self {
-                written,
-                ticker: None,
-            };
-        }
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"),
-        );
-        let (plan, shown, counter) = (Arc::clone(plan), bar.clone(), Arc::clone(&written));
+        let (plan, counter) = (Arc::clone(plan), Arc::clone(&written));
         let started = Instant::now();
-        let task = tokio::spawn(async move {
-            loop {
-                let read = rows_read(&plan);
-                let rate = read as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                shown.set_message(format!(
-                    "read {read} rows ({rate:.0} rows/s), wrote {} rows",
-                    counter.load(Ordering::Relaxed)
-                ));
-                shown.tick();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        let line = Line::start(enabled, move || {
+            let read = rows_read(&plan);
+            let rate = read as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            format!(
+                "read {read} rows ({rate:.0} rows/s), wrote {} rows{}",
+                counter.load(Ordering::Relaxed),
+                retries_note()
+            )
         });
         Self {
             written,
-            ticker: Some((bar, task)),
+            _line: line,
         }
     }
 
@@ -55,12 +46,103 @@ impl Progress {
     }
 }
 
-impl Drop for Progress {
+/// Shows the units of a resumable job until dropped: units done of the total (counting those
+/// an earlier run finished), rows per second and an estimate of the time left, both from the
+/// units of this run.
+pub struct UnitProgress {
+    rows: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+    _line: Line,
+}
+
+impl UnitProgress {
+    /// Starts showing `total` units of which `finished` are done already, if `enabled` and
+    /// stderr is a terminal.
+    pub fn start(total: usize, finished: usize, enabled: bool) -> Self {
+        let rows = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let (rows_now, done_now) = (Arc::clone(&rows), Arc::clone(&done));
+        let started = Instant::now();
+        let line = Line::start(enabled, move || {
+            let seconds = started.elapsed().as_secs_f64().max(1e-3);
+            let rows = rows_now.load(Ordering::Relaxed);
+            let done = done_now.load(Ordering::Relaxed) as usize;
+            let eta = match done {
+                0 => "?".to_string(),
+                _ => {
+                    let left = total.saturating_sub(finished + done);
+                    let eta = Duration::from_secs_f64(seconds / done as f64 * left as f64);
+                    indicatif::HumanDuration(eta).to_string()
+                }
+            };
+            let earlier = match finished {
+                0 => String::new(),
+                n => format!(" ({n} from an earlier run)"),
+            };
+            format!(
+                "units {}/{total}{earlier}, {rows} rows ({:.0} rows/s), eta {eta}{}",
+                finished + done,
+                rows as f64 / seconds,
+                retries_note()
+            )
+        });
+        Self {
+            rows,
+            done,
+            _line: line,
+        }
+    }
+
+    /// The counter that writers bump for every row of a unit they write.
+    pub fn rows(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.rows)
+    }
+
+    /// Counts one more unit done.
+    pub fn unit_done(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A line on stderr redrawn with a fresh message five times a second, until dropped; nothing
+/// when not enabled or stderr is not a terminal.
+struct Line(Option<(ProgressBar, tokio::task::JoinHandle<()>)>);
+
+impl Line {
+    fn start(enabled: bool, message: impl Fn() -> String + Send + 'static) -> Self {
+        if !enabled || !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"),
+        );
+        let shown = bar.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                shown.set_message(message());
+                shown.tick();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Self(Some((bar, task)))
+    }
+}
+
+impl Drop for Line {
     fn drop(&mut self) {
-        if let Some((bar, task)) = self.ticker.take() {
+        if let Some((bar, task)) = self.0.take() {
             task.abort();
             bar.finish_and_clear();
         }
+    }
+}
+
+/// `, S3: N failed tries retried` when there were such tries (in this process), else nothing.
+pub fn retries_note() -> String {
+    match transient_failures() {
+        0 => String::new(),
+        n => format!(", S3: {n} failed tries retried"),
     }
 }
 

@@ -8,6 +8,7 @@ use super::allocator::{FreedMemory, tune_allocator};
 use super::plugins::found_plugins;
 use super::scratch::ScratchDir;
 use crate::plugins::isolation::Isolation;
+use crate::sql::resume::{ResumeMode, interrupted_job};
 use crate::sql::runner::ResultFormat;
 use crate::sql::session::parse_size;
 use crate::{DeltSession, Runner};
@@ -60,6 +61,17 @@ pub struct SqlArgs {
     /// query). `CREATE FUNCTION ... AS 'lib#f?isolation=...'` decides for its function.
     #[arg(long, value_name = "WHERE", default_value = "in-process")]
     plugin_isolation: Isolation,
+
+    /// Run each COPY that reads one table in units, one per input file, kept in a job
+    /// directory beside its destination (`<destination>.delt-job`): a run that stops (Ctrl-C,
+    /// a crash, SIGKILL) is resumed by the same command, which skips the finished units. A
+    /// rerun whose SQL, parameters or input files changed is refused.
+    #[arg(long)]
+    resume: bool,
+
+    /// As --resume, but first discard the job directories of earlier runs and start over.
+    #[arg(long, conflicts_with = "resume")]
+    restart: bool,
 
     /// No progress line or summaries on stderr.
     #[arg(short, long)]
@@ -152,7 +164,12 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
         let mut runner = Runner::new(session.build()?)
             .with_params(params)
             .with_format(format)
-            .with_progress(!args.quiet);
+            .with_progress(!args.quiet)
+            .with_resume(match (args.resume, args.restart) {
+                (_, true) => Some(ResumeMode::Restart),
+                (true, false) => Some(ResumeMode::Resume),
+                (false, false) => None,
+            });
         let running = runner.running();
         let run = async {
             for (origin, text) in &sources {
@@ -171,9 +188,13 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
         crate::io::output::remove_unfinished().await;
         drop(scratch);
         let stopped = running.get().unwrap_or_else(|| "between statements".into());
+        let next = match interrupted_job() {
+            Some(kept) => format!("{kept}; to resume, run: {}", resume_command()),
+            None => "run the command again to start over".into(),
+        };
         eprintln!(
             "interrupted by {}: stopped {stopped}; nothing was published and its temporary \
-             files were removed; run the command again to start over",
+             files were removed; {next}",
             signal.name
         );
         use std::io::Write as _;
@@ -182,6 +203,30 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
         // could call into a plugin that another thread is still inside.
         unsafe { libc::_exit(128 + signal.number) }
     })
+}
+
+/// This process's command line with `--restart` turned into `--resume`, quoted for a shell.
+fn resume_command() -> String {
+    std::env::args()
+        .map(|arg| match arg.as_str() {
+            "--restart" => "--resume".to_string(),
+            _ => shell_quoted(&arg),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `text` as one word for a POSIX shell.
+fn shell_quoted(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// A signal that stops a run.

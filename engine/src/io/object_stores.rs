@@ -22,17 +22,27 @@
 //!   not outlive their credentials.
 //!
 //! An endpoint that accepts connections and never answers thus fails after about
-//! (`aws.retries` + 1) x `aws.timeout`, with an error that names the URL it asked.
+//! (`aws.retries` + 1) x `aws.timeout`, with an error that names the URL it asked. A permanent
+//! failure (403, 404, a missing bucket) is not retried: it fails the statement at once.
+//!
+//! Every try that fails in a way object_store retries (a 5xx, 429 or 408 answer, a connection
+//! error, a timeout) is counted ([`transient_failures`]); the progress line shows the count.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService,
+    ReqwestConnector,
+};
+use object_store::{BackoffConfig, ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::io::local_files::MappedLocalFiles;
@@ -151,6 +161,7 @@ pub fn s3_store(url: &Url, options: &HashMap<String, String>) -> Result<Arc<dyn 
         builder = builder.with_region("us-east-1");
     }
     let store = builder
+        .with_http_connector(CountingConnector)
         .with_retry(RetryConfig {
             max_retries: retries,
             retry_timeout: RETRY_WINDOW,
@@ -178,4 +189,53 @@ pub fn take_aws_options(options: &mut HashMap<String, String>) -> HashMap<String
     keys.into_iter()
         .filter_map(|k| options.remove_entry(&k))
         .collect()
+}
+
+/// Tries of S3 requests that failed transiently, in this process.
+static TRANSIENT_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// How many tries of S3 requests failed in a way that object_store retries (a 5xx, 429 or 408
+/// answer, a connection error or a timeout) since the process started. A request that fails
+/// every try counts each of them.
+pub fn transient_failures() -> u64 {
+    TRANSIENT_FAILURES.load(Ordering::Relaxed)
+}
+
+/// object_store's HTTP client, counting the tries that fail transiently.
+#[derive(Debug)]
+struct CountingConnector;
+
+impl HttpConnector for CountingConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(CountingClient(
+            ReqwestConnector::default().connect(options)?,
+        )))
+    }
+}
+
+#[derive(Debug)]
+struct CountingClient(HttpClient);
+
+#[async_trait]
+impl HttpService for CountingClient {
+    async fn call(&self, request: HttpRequest) -> std::result::Result<HttpResponse, HttpError> {
+        let response = self.0.execute(request).await;
+        let transient = match &response {
+            Ok(answer) => {
+                let status = answer.status().as_u16();
+                status >= 500 || status == 429 || status == 408
+            }
+            Err(e) => matches!(
+                e.kind(),
+                HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted
+            ),
+        };
+        if transient {
+            TRANSIENT_FAILURES.fetch_add(1, Ordering::Relaxed);
+        }
+        response
+    }
 }

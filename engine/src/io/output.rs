@@ -589,7 +589,7 @@ fn remove_local_leftovers(dir: &std::path::Path) {
 }
 
 /// Best-effort removal of everything under `dir` (and the directory itself on a local disk).
-async fn remove_all(store: &dyn ObjectStore, dir: &Path, url: &ListingTableUrl) {
+pub async fn remove_all(store: &dyn ObjectStore, dir: &Path, url: &ListingTableUrl) {
     let leftovers: Vec<Path> = store
         .list(Some(dir))
         .map_ok(|meta| meta.location)

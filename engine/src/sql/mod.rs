@@ -5,7 +5,8 @@
 //! Owns: `session` (the `SessionStateBuilder` setup), `functions` (the SQL-visible names),
 //! `rewrite` (the `AnalyzerRule`), `planner` (the `ExtensionPlanner`), `params`, `runner`,
 //! `diagnose` (errors that name the input file), `tokenize` (the `tokenize` and `token_count`
-//! functions), `export` (COPY to the trainer formats: the query, tokenized).
+//! functions), `export` (COPY to the trainer formats: the query, tokenized), `resume`
+//! (`--resume`: a COPY in units kept in a job directory).
 //! May import: `stages`, `io`, `plugins`, and the crate's error and progress types. Nothing
 //! below it imports `sql`.
 
@@ -14,6 +15,7 @@ pub mod export;
 pub mod functions;
 pub mod params;
 pub mod planner;
+pub mod resume;
 pub mod rewrite;
 pub mod runner;
 pub mod session;

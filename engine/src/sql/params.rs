@@ -43,6 +43,11 @@ impl Params {
         Ok(Self(map))
     }
 
+    /// The parameters by name.
+    pub fn values(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
     /// Sets one parameter.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.0.insert(name.into(), value.into());

@@ -22,10 +22,11 @@ use crate::io::jsonl::encoder::write_json_lines;
 use crate::io::object_stores::{s3_store, take_aws_options};
 use crate::io::output::{CopyTarget, execute_in_order};
 use crate::io::training::TrainingFormat;
-use crate::progress::Progress;
+use crate::progress::{Progress, retries_note};
 use crate::sql::diagnose::{self, InputFiles};
 use crate::sql::export;
 use crate::sql::params::Params;
+use crate::sql::resume::{self, ResumeMode};
 
 /// How query results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,6 +51,7 @@ pub struct Runner {
     quiet: bool,
     out: Box<dyn Write + Send>,
     running: RunningStatement,
+    resume: Option<ResumeMode>,
 }
 
 /// Which statement a [`Runner`] is running, readable from outside it (for example by a
@@ -79,6 +81,7 @@ impl Runner {
             quiet: true,
             out: Box::new(std::io::stdout()),
             running: RunningStatement::default(),
+            resume: None,
         }
     }
 
@@ -104,6 +107,13 @@ impl Runner {
     /// Where query results go.
     pub fn with_output(mut self, out: Box<dyn Write + Send>) -> Self {
         self.out = out;
+        self
+    }
+
+    /// Runs each COPY that reads one table in units kept in a job directory beside its
+    /// destination (see [`resume`]); `None`: each COPY runs as a whole.
+    pub fn with_resume(mut self, mode: Option<ResumeMode>) -> Self {
+        self.resume = mode;
         self
     }
 
@@ -177,7 +187,7 @@ impl Runner {
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
                 self.create_external_table(*cmd).await
             }
-            LogicalPlan::Copy(copy) => self.copy(copy).await,
+            LogicalPlan::Copy(copy) => self.copy(copy, text).await,
             plan @ (LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_)) => {
                 self.ctx.execute_logical_plan(plan).await?.collect().await?;
                 Ok(())
@@ -217,7 +227,7 @@ impl Runner {
         }
     }
 
-    async fn copy(&mut self, copy: CopyTo) -> Result<()> {
+    async fn copy(&mut self, copy: CopyTo, text: &str) -> Result<()> {
         if !copy.partition_by.is_empty() {
             return Err(DeltError::Config(
                 "COPY ... PARTITIONED BY is not supported: delt writes ordered shards (rows_per_shard)".into(),
@@ -237,9 +247,20 @@ impl Runner {
             return Err(error);
         }
         let started = Instant::now();
+        let mut input = Arc::unwrap_or_clone(copy.input);
+        let mut job = None;
+        if let Some(mode) = self.resume {
+            let show = !self.quiet;
+            let units =
+                resume::run_units(&self.ctx, mode, text, &self.params, &input, &target, show);
+            if let Some(resumable) = units.await? {
+                input = resumable.plan;
+                job = Some(resumable.job);
+            }
+        }
         let plan = self
             .ctx
-            .execute_logical_plan(Arc::unwrap_or_clone(copy.input))
+            .execute_logical_plan(input)
             .await?
             .create_physical_plan()
             .await?;
@@ -264,11 +285,15 @@ impl Runner {
             Err(other) => return Err(other),
         };
         drop(progress);
+        if let Some(job) = job {
+            job.finish().await;
+        }
         if !self.quiet {
             eprintln!(
-                "wrote {rows} rows to {} in {:.1}s",
+                "wrote {rows} rows to {} in {:.1}s{}",
                 target.destination(),
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                retries_note()
             );
         }
         Ok(())
