@@ -12,6 +12,7 @@ mod output;
 mod params;
 mod plugins;
 mod reliability;
+mod resume;
 mod s3;
 mod scorers;
 mod selection;

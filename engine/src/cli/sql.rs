@@ -188,7 +188,7 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
         crate::io::output::remove_unfinished().await;
         drop(scratch);
         let stopped = running.get().unwrap_or_else(|| "between statements".into());
-        let next = match interrupted_job() {
+        let next = match interrupted_job().await {
             Some(kept) => format!("{kept}; to resume, run: {}", resume_command()),
             None => "run the command again to start over".into(),
         };

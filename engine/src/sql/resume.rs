@@ -80,6 +80,7 @@ pub struct Resumable {
 }
 
 /// A job directory beside a COPY's destination.
+#[derive(Clone)]
 pub struct Job {
     store: Arc<dyn ObjectStore>,
     dir: Path,
@@ -95,26 +96,22 @@ impl Job {
     }
 }
 
-/// The job of the running resumable COPY, for the message of an interruption.
-static RUNNING: Mutex<Option<RunningJob>> = Mutex::new(None);
+/// The job of the running resumable COPY and its number of units, for the message of an
+/// interruption.
+static RUNNING: Mutex<Option<(Job, usize)>> = Mutex::new(None);
 
-struct RunningJob {
-    display: String,
-    done: Arc<std::sync::atomic::AtomicUsize>,
-    total: usize,
-}
-
-/// What an interrupted run keeps, e.g. "7 of 20 units are kept in out.delt-job"; `None` when
-/// no resumable COPY was running.
-pub fn interrupted_job() -> Option<String> {
-    RUNNING.lock().expect("running job").as_ref().map(|job| {
-        format!(
-            "{} of {} units are kept in {}",
-            job.done.load(Ordering::Relaxed),
-            job.total,
-            job.display
-        )
-    })
+/// What an interrupted run keeps, e.g. "7 of 20 units are kept in out.delt-job", from the
+/// unit files in the job directory; `None` when no resumable COPY was running.
+pub async fn interrupted_job() -> Option<String> {
+    let (job, total) = RUNNING.lock().expect("running job").clone()?;
+    let kept = match finished_units(&job, total).await {
+        Ok(units) => units.len().to_string(),
+        Err(_) => "the finished".into(),
+    };
+    Some(format!(
+        "{kept} of {total} units are kept in {}",
+        job.display
+    ))
 }
 
 /// Runs the units of the COPY `statement` (its input plan `input`, writing to `target`) that
@@ -144,12 +141,7 @@ pub async fn run_units(
     let manifest = manifest(statement, params, &files);
     let done = open_job(&job, mode, &manifest, files.len()).await?;
     let total = files.len();
-    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(done.len()));
-    *RUNNING.lock().expect("running job") = Some(RunningJob {
-        display: job.display.clone(),
-        done: Arc::clone(&counter),
-        total,
-    });
+    *RUNNING.lock().expect("running job") = Some((job.clone(), total));
     let todo: Vec<usize> = (0..total).filter(|unit| !done.contains(unit)).collect();
     if show {
         match done.len() {
@@ -199,7 +191,6 @@ pub async fn run_units(
     .buffer_unordered(parallel)
     .try_for_each(|_| {
         progress.unit_done();
-        counter.fetch_add(1, Ordering::Relaxed);
         futures::future::ready(Ok(()))
     })
     .await?;
@@ -480,13 +471,18 @@ async fn open_job(
             .map_err(|e| store_error("cannot write", e))?;
         return Ok(HashSet::new());
     }
-    let units_dir = job.dir.clone().join(UNITS);
+    finished_units(job, units)
+        .await
+        .map_err(|e| store_error("cannot list", e))
+}
+
+/// The units of `job` (of `units` in all) whose files are there.
+async fn finished_units(job: &Job, units: usize) -> object_store::Result<HashSet<usize>> {
     let listed: Vec<ObjectMeta> = job
         .store
-        .list(Some(&units_dir))
+        .list(Some(&job.dir.clone().join(UNITS)))
         .try_collect()
-        .await
-        .map_err(|e| store_error("cannot list", e))?;
+        .await?;
     Ok(listed
         .iter()
         .filter_map(|meta| unit_of(meta.location.filename()?))
