@@ -436,68 +436,220 @@ fn bad_timeout_and_retry_options_are_named() {
     }
 }
 
-/// A trainer export to a bucket: shards are written locally, uploaded to a staging prefix and
-/// published; the objects equal a local export of the same query byte for byte.
+/// A proxy in front of an S3 server that answers the first try of every `every`-th distinct
+/// request (method and path) with `503 Slow Down`, as S3 does when throttling, and forwards
+/// everything else; one request per connection upstream.
+struct FaultProxy {
+    endpoint: String,
+    failed: Arc<AtomicUsize>,
+}
+
+fn start_fault_proxy(upstream: &str, every: usize) -> FaultProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<String>::new(),
+    ));
+    let counter = Arc::clone(&failed);
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (upstream, seen, failed) =
+                (upstream.clone(), Arc::clone(&seen), Arc::clone(&counter));
+            std::thread::spawn(move || {
+                let _ = proxy_connection(client, &upstream, &seen, &failed, every);
+            });
+        }
+    });
+    FaultProxy { endpoint, failed }
+}
+
+fn proxy_connection(
+    client: TcpStream,
+    upstream: &str,
+    seen: &std::sync::Mutex<std::collections::HashSet<String>>,
+    failed: &AtomicUsize,
+    every: usize,
+) -> std::io::Result<()> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(client.try_clone()?);
+    let mut client = client;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut head = request_line.clone();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            assert!(!lower.starts_with("transfer-encoding"), "chunked: {line}");
+            if let Some(value) = lower.strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+            if !lower.starts_with("connection:") {
+                head.push_str(&line);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let first_try = {
+            let mut seen = seen.lock().unwrap();
+            seen.insert(request_line.clone()).then_some(seen.len())
+        };
+        if first_try.is_some_and(|n| n % every == 0) {
+            failed.fetch_add(1, Ordering::SeqCst);
+            let answer = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
+                          <Message>Please reduce your request rate.</Message></Error>";
+            write!(
+                client,
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+                answer.len()
+            )?;
+            if !request_line.starts_with("HEAD ") {
+                client.write_all(answer.as_bytes())?;
+            }
+            continue;
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        let mut server = TcpStream::connect(upstream)?;
+        server.write_all(head.as_bytes())?;
+        server.write_all(&body)?;
+        let mut response = Vec::new();
+        server.read_to_end(&mut response)?;
+        client.write_all(&response)?;
+        // The server closed its connection: close this one too.
+        return Ok(());
+    }
+}
+
+/// A resumable COPY from S3 to S3 through a proxy that throttles some requests: every failed
+/// try is retried, the progress summary says how many, and no row is lost or duplicated. A
+/// missing bucket is a permanent failure: no retries, one clear line.
 #[test]
-fn megatron_export_to_a_bucket_equals_the_local_export() {
+fn a_resumable_copy_through_throttling_s3_retries_and_loses_no_rows() {
     let moto = start_moto();
     create_bucket(&moto.endpoint, "corpus");
     let dir = tempfile::tempdir().unwrap();
-    let rows = rows(3000, 5, true);
-    write_parquet_files(&dir.path().join("in"), &rows, 2);
-    let words: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-    let tokenizer = dir.path().join("tokenizer.json");
-    delt_models::tokenizer::train_bpe(&words, 200)
-        .unwrap()
-        .save(&tokenizer, false)
-        .unwrap();
-    let export = |to: &str, aws: &str| {
-        format!(
-            "COPY (SELECT id, text FROM '{}' ORDER BY fold_order(score, 3)) TO '{to}' STORED AS MEGATRON \
-             OPTIONS (tokenizer '{}', eos_token '<pad>', shard_tokens 20000{aws})",
-            p(dir.path(), "in/"),
-            tokenizer.display(),
-        )
-    };
-    let aws = format!(
-        ", 'aws.endpoint' '{}', 'aws.access_key_id' 'test', 'aws.secret_access_key' 'test', \
-         'aws.region' 'us-east-1', 'aws.allow_http' 'true'",
-        moto.endpoint
+    let rows = rows(8000, 41, true);
+    write_parquet_files(&dir.path().join("in"), &rows, 1);
+    let direct = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT", moto.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let upload = format!(
+        "COPY (SELECT * FROM '{}') TO 's3://corpus/cc/' STORED AS PARQUET OPTIONS (rows_per_shard 1000)",
+        p(dir.path(), "in/")
     );
-    let local = dir.path().join("local");
-    for (to, aws) in [
-        ("s3://corpus/train/".to_string(), aws.as_str()),
-        (format!("{}/", local.display()), ""),
-    ] {
-        let out = delt_env(&["sql", "-c", &export(&to, aws)], &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let out = delt_env(&["sql", "-c", &upload], &direct);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let proxy = start_fault_proxy(&moto.endpoint, 3);
+    let through_proxy = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT", proxy.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let fold = "COPY (SELECT id, score, text_quality(text) AS q FROM 's3://corpus/cc/' \
+                ORDER BY fold_order(score, 3)) TO 's3://corpus/curated/' STORED AS PARQUET \
+                OPTIONS (rows_per_shard 3000)";
+    let mut command = delt_command();
+    for var in ["AWS_ENDPOINT_URL", "AWS_REGION"] {
+        command.env_remove(var);
     }
-    let local_files = names(&local);
-    assert!(local_files.len() >= 6, "several shards: {local_files:?}");
+    let out = command
+        .args(["sql", "--resume", "--plugin"])
+        .arg(rust_plugin("text_quality"))
+        .args(["-c", fold])
+        .envs(through_proxy)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let failed = proxy.failed.load(Ordering::SeqCst);
+    assert!(failed > 0, "the proxy failed no request: {stderr}");
+    let retried: usize = stderr
+        .split(", S3: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no retries reported: {stderr}"));
+    assert!(
+        retried >= failed,
+        "{retried} reported, {failed} failed: {stderr}"
+    );
+    assert!(
+        stderr.contains("job s3://corpus/curated.delt-job: 8 units"),
+        "{stderr}"
+    );
+
     let store = bucket(&moto.endpoint, "corpus");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut listed: Vec<ObjectPath> = store
+    let (listed, ids) = runtime.block_on(async {
+        let mut listed: Vec<String> = store
             .list(None)
-            .map_ok(|m| m.location)
+            .map_ok(|m| m.location.to_string())
             .try_collect()
             .await
             .unwrap();
         listed.sort();
-        let remote: Vec<String> = listed.iter().map(|p| p.to_string()).collect();
-        let expected: Vec<String> = local_files.iter().map(|n| format!("train/{n}")).collect();
-        assert_eq!(remote, expected, "no staging prefix left");
-        for (path, name) in listed.iter().zip(&local_files) {
-            let bytes = store.get(path).await.unwrap().bytes().await.unwrap();
-            assert_eq!(
-                bytes.as_ref(),
-                std::fs::read(local.join(name)).unwrap(),
-                "{name}"
-            );
+        let mut ids = Vec::new();
+        for path in listed.iter().filter(|p| p.starts_with("curated/")) {
+            let bytes = store
+                .get(&ObjectPath::from(path.as_str()))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                ids.extend(
+                    ids_and_scores(&batch.unwrap())
+                        .into_iter()
+                        .map(|(id, _)| id),
+                );
+            }
         }
+        (listed, ids)
     });
+    assert_eq!(ids, reference_fold(&rows, 3, "asc"));
+    let curated: Vec<&String> = listed.iter().filter(|p| !p.starts_with("cc/")).collect();
+    assert_eq!(
+        curated,
+        [
+            "curated/part-00000.parquet",
+            "curated/part-00001.parquet",
+            "curated/part-00002.parquet"
+        ],
+        "only the output: the job is removed"
+    );
+
+    let missing =
+        "COPY (SELECT id FROM 's3://corpus/cc/') TO 's3://no-such-bucket/out/' STORED AS PARQUET";
+    let out = delt_env(&["sql", "--resume", "-c", missing], &through_proxy);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("s3://no-such-bucket/out.delt-job") && stderr.contains("NoSuchBucket"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retries"), "not retried: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }

@@ -426,7 +426,9 @@ async fn open_job(
     units: usize,
 ) -> Result<HashSet<usize>> {
     let manifest_path = job.dir.clone().join(MANIFEST);
+    // On one line, with what to check on S3.
     let store_error = |what: &str, e: object_store::Error| {
+        let e = DeltError::from(datafusion::error::DataFusionError::from(e));
         DeltError::Config(format!("{what} the job directory {}: {e}", job.display))
     };
     let found = match job.store.get(&manifest_path).await {
