@@ -262,3 +262,55 @@ fn a_job_is_not_resumed_with_other_parameters_or_inputs() {
     assert!(output_bytes(&job.dir.join("out")) == output_bytes(&job.dir.join("plain")));
     assert!(!job.dir.join("out.delt-job").exists());
 }
+
+#[test]
+fn every_stage_writes_the_same_bytes_with_and_without_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet_files(&dir.path().join("in"), &rows(3000, 32, true), 12);
+    let input = p(dir.path(), "in/");
+    let queries = [
+        format!(
+            "SELECT id, text, text_quality(text) AS q FROM '{input}' ORDER BY fold_order(text_quality(text), 4, 'zigzag')"
+        ),
+        format!("SELECT * FROM '{input}' ORDER BY fold_order(score, 3, 'desc')"),
+        format!("SELECT id, score FROM '{input}' WHERE top_k(text_quality(text), 500)"),
+        format!("SELECT id, score FROM '{input}' WHERE top_r(score, 0.3) AND id % 2 = 0"),
+        format!("SELECT * FROM '{input}' ORDER BY shuffle_order(7)"),
+        format!("SELECT id, text_quality(text) AS q FROM '{input}' WHERE id > 100"),
+        format!("SELECT score, count(*) AS n FROM '{input}' GROUP BY score ORDER BY score"),
+    ];
+    let plugin = rust_plugin("text_quality");
+    for (i, query) in queries.iter().enumerate() {
+        for (flags, out) in [(&[][..], "plain"), (&["--resume"][..], "resumed")] {
+            let out = delt_command()
+                .args(["sql", "--quiet"])
+                .args(flags)
+                .arg("--plugin")
+                .arg(&plugin)
+                .args([
+                    "-c",
+                    &format!(
+                        "COPY ({query}) TO '{}' STORED AS PARQUET OPTIONS (rows_per_shard 700)",
+                        p(dir.path(), &format!("{out}{i}"))
+                    ),
+                ])
+                .output()
+                .unwrap();
+            let text = stderr(&out);
+            assert!(out.status.success() && text.is_empty(), "{query}: {text}");
+        }
+        let plain = output_bytes(&dir.path().join(format!("plain{i}")));
+        assert!(!plain.is_empty());
+        assert!(
+            plain == output_bytes(&dir.path().join(format!("resumed{i}"))),
+            "{query}: the outputs differ"
+        );
+    }
+    assert_eq!(
+        names(dir.path())
+            .iter()
+            .filter(|n| n.ends_with(".delt-job"))
+            .count(),
+        0
+    );
+}
