@@ -105,6 +105,67 @@ fn bucket(endpoint: &str, name: &str) -> object_store::aws::AmazonS3 {
         .unwrap()
 }
 
+/// The AWS variables for an S3 server at `endpoint` that takes any key pair.
+fn s3_env(endpoint: &str) -> [(&str, &str); 4] {
+    [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT", endpoint),
+        ("AWS_ALLOW_HTTP", "true"),
+    ]
+}
+
+/// Writes `rows` to `s3://corpus/cc/` at `endpoint` as Parquet shards of `rows_per_shard`
+/// rows, with credentials from the environment.
+fn upload_corpus(endpoint: &str, rows: &[Row], rows_per_shard: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet_files(&dir.path().join("in"), rows, 1);
+    let upload = format!(
+        "COPY (SELECT * FROM '{}') TO 's3://corpus/cc/' STORED AS PARQUET \
+         OPTIONS (rows_per_shard {rows_per_shard})",
+        p(dir.path(), "in/")
+    );
+    let out = delt_env(&["sql", "-c", &upload], &s3_env(endpoint));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every key of the bucket `corpus` at `endpoint`, sorted, and the ids of the Parquet objects
+/// under `prefix` in key order, read with a separate S3 client.
+fn keys_and_ids(endpoint: &str, prefix: &str) -> (Vec<String>, Vec<i64>) {
+    let store = bucket(endpoint, "corpus");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut keys: Vec<String> = store
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        keys.sort();
+        let mut ids = Vec::new();
+        for key in keys.iter().filter(|k| k.starts_with(prefix)) {
+            let object = store.get(&ObjectPath::from(key.as_str())).await.unwrap();
+            let bytes = object.bytes().await.unwrap();
+            let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap();
+            for batch in batches {
+                ids.extend(
+                    ids_and_scores(&batch.unwrap())
+                        .into_iter()
+                        .map(|(id, _)| id),
+                );
+            }
+        }
+        (keys, ids)
+    })
+}
+
 fn delt_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = delt_command();
     command.args(args).arg("--quiet");
@@ -124,26 +185,9 @@ fn delt_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 fn fold_a_parquet_dataset_in_a_bucket_and_write_it_back_in_order() {
     let moto = start_moto();
     create_bucket(&moto.endpoint, "corpus");
-    let dir = tempfile::tempdir().unwrap();
     let rows = rows(12_000, 21, true);
-    write_parquet_files(&dir.path().join("in"), &rows, 3);
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_ENDPOINT", moto.endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
     // Upload with credentials from the environment: several input objects.
-    let upload = format!(
-        "COPY (SELECT * FROM '{}') TO 's3://corpus/cc/' STORED AS PARQUET OPTIONS (rows_per_shard 5000)",
-        p(dir.path(), "in/")
-    );
-    let out = delt_env(&["sql", "-c", &upload], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    upload_corpus(&moto.endpoint, &rows, 5000);
 
     // Fold with per-table options only (no AWS_* variables at all).
     let options = format!(
@@ -167,44 +211,20 @@ fn fold_a_parquet_dataset_in_a_bucket_and_write_it_back_in_order() {
     );
 
     // Read back with a separate S3 client, shard by shard in name order.
-    let store = bucket(&moto.endpoint, "corpus");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let got: Vec<i64> = runtime.block_on(async {
-        let mut listed: Vec<ObjectPath> = store
-            .list(Some(&ObjectPath::from("curated")))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .unwrap();
-        listed.sort();
-        let names: Vec<&str> = listed.iter().filter_map(|p| p.filename()).collect();
-        assert_eq!(
-            names,
-            [
-                "part-00000.parquet",
-                "part-00001.parquet",
-                "part-00002.parquet",
-                "part-00003.parquet",
-                "part-00004.parquet"
-            ]
-        );
-        let mut ids = Vec::new();
-        for path in &listed {
-            let bytes = store.get(path).await.unwrap().bytes().await.unwrap();
-            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .unwrap()
-                .build()
-                .unwrap()
-            {
-                ids.extend(
-                    ids_and_scores(&batch.unwrap())
-                        .into_iter()
-                        .map(|(id, _)| id),
-                );
-            }
-        }
-        ids
-    });
+    let (listed, got) = keys_and_ids(&moto.endpoint, "curated/");
+    assert_eq!(
+        listed,
+        [
+            "cc/part-00000.parquet",
+            "cc/part-00001.parquet",
+            "cc/part-00002.parquet",
+            "curated/part-00000.parquet",
+            "curated/part-00001.parquet",
+            "curated/part-00002.parquet",
+            "curated/part-00003.parquet",
+            "curated/part-00004.parquet"
+        ]
+    );
     assert_eq!(got, reference_fold(&rows, 3, "asc"));
 }
 
@@ -536,33 +556,11 @@ fn proxy_connection(
 fn a_resumable_copy_through_throttling_s3_retries_and_loses_no_rows() {
     let moto = start_moto();
     create_bucket(&moto.endpoint, "corpus");
-    let dir = tempfile::tempdir().unwrap();
     let rows = rows(8000, 41, true);
-    write_parquet_files(&dir.path().join("in"), &rows, 1);
-    let direct = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_ENDPOINT", moto.endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
-    let upload = format!(
-        "COPY (SELECT * FROM '{}') TO 's3://corpus/cc/' STORED AS PARQUET OPTIONS (rows_per_shard 1000)",
-        p(dir.path(), "in/")
-    );
-    let out = delt_env(&["sql", "-c", &upload], &direct);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    upload_corpus(&moto.endpoint, &rows, 1000);
 
     let proxy = start_fault_proxy(&moto.endpoint, 3);
-    let through_proxy = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_ENDPOINT", proxy.endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
+    let through_proxy = s3_env(&proxy.endpoint);
     let fold = "COPY (SELECT id, score, text_quality(text) AS q FROM 's3://corpus/cc/' \
                 ORDER BY fold_order(score, 3)) TO 's3://corpus/curated/' STORED AS PARQUET \
                 OPTIONS (rows_per_shard 3000)";
@@ -596,39 +594,7 @@ fn a_resumable_copy_through_throttling_s3_retries_and_loses_no_rows() {
         "{stderr}"
     );
 
-    let store = bucket(&moto.endpoint, "corpus");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (listed, ids) = runtime.block_on(async {
-        let mut listed: Vec<String> = store
-            .list(None)
-            .map_ok(|m| m.location.to_string())
-            .try_collect()
-            .await
-            .unwrap();
-        listed.sort();
-        let mut ids = Vec::new();
-        for path in listed.iter().filter(|p| p.starts_with("curated/")) {
-            let bytes = store
-                .get(&ObjectPath::from(path.as_str()))
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .unwrap()
-                .build()
-                .unwrap()
-            {
-                ids.extend(
-                    ids_and_scores(&batch.unwrap())
-                        .into_iter()
-                        .map(|(id, _)| id),
-                );
-            }
-        }
-        (listed, ids)
-    });
+    let (listed, ids) = keys_and_ids(&moto.endpoint, "curated/");
     assert_eq!(ids, reference_fold(&rows, 3, "asc"));
     let curated: Vec<&String> = listed.iter().filter(|p| !p.starts_with("cc/")).collect();
     assert_eq!(
