@@ -24,11 +24,12 @@
 //! partition columns) runs as a whole, as without `--resume`, with a warning.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use datafusion::catalog::TableProvider;
+use datafusion::common::config::TableOptions;
 use datafusion::common::{Column, DFSchema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -36,6 +37,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableScan};
+use datafusion::parquet::file::metadata::ParquetMetaDataReader;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -161,31 +163,17 @@ pub async fn run_units(
         let rows = progress.rows();
         let (split, file, job, defaults) = (&split, &files[unit], &job, &defaults);
         async move {
-            let written = async {
-                let plan = split.unit_plan(file)?;
-                let physical = ctx
-                    .execute_logical_plan(plan)
-                    .await?
-                    .create_physical_plan()
-                    .await?;
-                let stream = execute_in_order(physical, ctx.task_ctx())?;
-                let url = format!(
-                    "{}{}",
-                    job.url.object_store().as_str(),
-                    unit_path(job, unit)
-                );
-                let writer = CopyTarget::new(&url, "parquet", HashMap::new(), defaults)?;
-                writer.write(Arc::clone(&job.store), stream, rows).await
-            };
-            written.await.map_err(|e| {
-                DeltError::BadInput(format!(
-                    "unit {} of {total} (input file {}): {e}; the finished units are kept in {}: \
-                     fix the cause and run the same command again to resume",
-                    unit + 1,
-                    file.location,
-                    job.display
-                ))
-            })
+            run_unit(ctx, split, file, job, unit, defaults, rows)
+                .await
+                .map_err(|e| {
+                    DeltError::BadInput(format!(
+                        "unit {} of {total} (input file {}): {e}; the finished units are kept \
+                         in {}: fix the cause and run the same command again to resume",
+                        unit + 1,
+                        file.location,
+                        job.display
+                    ))
+                })
         }
     }))
     .buffer_unordered(parallel)
@@ -206,6 +194,30 @@ pub async fn run_units(
     }
     let plan = split.finishing_plan(ctx, &job, total)?;
     Ok(Some(Resumable { plan, job }))
+}
+
+/// Runs the row-wise part of `split` over `file` into the file of unit `unit` of `job`;
+/// `rows` counts the rows written.
+async fn run_unit(
+    ctx: &SessionContext,
+    split: &Split,
+    file: &ObjectMeta,
+    job: &Job,
+    unit: usize,
+    defaults: &TableOptions,
+    rows: Arc<AtomicU64>,
+) -> Result<u64> {
+    let plan = split.unit_plan(file)?;
+    let physical = ctx
+        .execute_logical_plan(plan)
+        .await?
+        .create_physical_plan()
+        .await?;
+    let stream = execute_in_order(physical, ctx.task_ctx())?;
+    let store = job.url.object_store();
+    let url = format!("{}{}", store.as_str(), unit_path(job, unit));
+    let writer = CopyTarget::new(&url, "parquet", HashMap::new(), defaults)?;
+    writer.write(Arc::clone(&job.store), stream, rows).await
 }
 
 /// A COPY input split at its row-wise part.
@@ -478,18 +490,51 @@ async fn open_job(
         .map_err(|e| store_error("cannot list", e))
 }
 
-/// The units of `job` (of `units` in all) whose files are there.
+/// The units of `job` (of `units` in all) whose files are there and whole: a file whose
+/// Parquet footer does not read (cut short by a power cut, say) is removed, so that its unit
+/// runs again.
 async fn finished_units(job: &Job, units: usize) -> object_store::Result<HashSet<usize>> {
     let listed: Vec<ObjectMeta> = job
         .store
         .list(Some(&job.dir.clone().join(UNITS)))
         .try_collect()
         .await?;
-    Ok(listed
-        .iter()
-        .filter_map(|meta| unit_of(meta.location.filename()?))
-        .filter(|unit| *unit < units)
-        .collect())
+    let mut finished = HashSet::new();
+    for meta in listed {
+        let Some(unit) = meta.location.filename().and_then(unit_of) else {
+            continue;
+        };
+        if unit < units && is_whole_parquet(job.store.as_ref(), &meta).await {
+            finished.insert(unit);
+        } else {
+            eprintln!(
+                "removed {}/{UNITS}/{}: not a whole unit file; its unit runs again",
+                job.display,
+                meta.location.filename().unwrap_or_default()
+            );
+            job.store.delete(&meta.location).await?;
+        }
+    }
+    Ok(finished)
+}
+
+/// Whether the Parquet file `meta` ends with a footer that decodes.
+async fn is_whole_parquet(store: &dyn ObjectStore, meta: &ObjectMeta) -> bool {
+    let size = meta.size;
+    if size < 12 {
+        return false;
+    }
+    let Ok(tail) = store.get_range(&meta.location, size - 8..size).await else {
+        return false;
+    };
+    let length = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if &tail[4..] != b"PAR1" || length + 12 > size {
+        return false;
+    }
+    let footer = store
+        .get_range(&meta.location, size - 8 - length..size - 8)
+        .await;
+    footer.is_ok_and(|footer| ParquetMetaDataReader::decode_metadata(&footer).is_ok())
 }
 
 /// What differs between the manifest `old` of a job and `new`, in words; `None` if nothing.
