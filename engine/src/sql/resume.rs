@@ -334,7 +334,7 @@ impl Split {
             LogicalPlanBuilder::scan(UNITS_TABLE, provider_as_source(Arc::new(table)), None)?
                 .project(columns)?
                 .build()?;
-        Ok(replace_row_wise(&self.plan, read_back)?)
+        replace_row_wise(&self.plan, read_back)
     }
 }
 
