@@ -322,3 +322,57 @@ fn every_stage_writes_the_same_bytes_with_and_without_resume() {
         0
     );
 }
+
+/// A trainer export resumes too: killed after some units, resumed, it writes the bytes of a
+/// plain export (tokenized in the final step, over the unit files in order).
+#[test]
+fn a_killed_export_resumes_to_the_bytes_of_a_plain_export() {
+    let (_tmp, job) = Job::new();
+    let texts: Vec<&str> = job.rows.iter().map(|r| r.text.as_str()).collect();
+    let tokenizer = job.dir.join("tokenizer.json");
+    delt_models::tokenizer::train_bpe(&texts, 200)
+        .unwrap()
+        .save(&tokenizer, false)
+        .unwrap();
+    let export = format!(
+        "CREATE FUNCTION slow_len(t VARCHAR) RETURNS DOUBLE LANGUAGE delt \
+         AS '{}#slow?ms=${{ms}}&batch_size=50';\n\
+         COPY (SELECT id, text, slow_len(text) AS n FROM '{}/' ORDER BY fold_order(score, 3)) \
+         TO '${{out}}/' STORED AS MEGATRON \
+         OPTIONS (tokenizer '{}', eos_token '<pad>', shard_tokens 40000);\n",
+        rust_plugin("misbehaving").display(),
+        p(&job.dir, "in"),
+        tokenizer.display()
+    );
+    std::fs::write(job.dir.join("export.sql"), export).unwrap();
+    let command = |flags: &[&str], out: &str, ms: u32| {
+        let mut command = delt_command();
+        command
+            .current_dir(&job.dir)
+            .arg("sql")
+            .args(flags)
+            .args(["-f", "export.sql"])
+            .args(["--param", &format!("out={out}")])
+            .args(["--param", &format!("ms={ms}")]);
+        command
+    };
+    let plain = command(&["--quiet"], "plain", 0).output().unwrap();
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let mut child = command(&["--resume"], "out", 60)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_units(&mut child, &job.dir.join("out.delt-job"), 3);
+    // SAFETY: signals a child process of this test.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    child.wait().unwrap();
+    assert!(!job.dir.join("out").exists(), "nothing at the destination");
+    let resumed = command(&["--resume"], "out", 60).output().unwrap();
+    let text = stderr(&resumed);
+    assert!(resumed.status.success(), "{text}");
+    assert!(text.contains("job out.delt-job: resuming"), "{text}");
+    let bytes = output_bytes(&job.dir.join("out"));
+    assert!(bytes.len() >= 6, "several shards of .bin, .idx and sidecar");
+    assert!(bytes == output_bytes(&job.dir.join("plain")));
+}

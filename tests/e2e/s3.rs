@@ -619,3 +619,69 @@ fn a_resumable_copy_through_throttling_s3_retries_and_loses_no_rows() {
     assert!(!stderr.contains("retries"), "not retried: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// A trainer export to a bucket: shards are written locally, uploaded to a staging prefix and
+/// published; the objects equal a local export of the same query byte for byte.
+#[test]
+fn megatron_export_to_a_bucket_equals_the_local_export() {
+    let moto = start_moto();
+    create_bucket(&moto.endpoint, "corpus");
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(3000, 5, true);
+    write_parquet_files(&dir.path().join("in"), &rows, 2);
+    let words: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let tokenizer = dir.path().join("tokenizer.json");
+    delt_models::tokenizer::train_bpe(&words, 200)
+        .unwrap()
+        .save(&tokenizer, false)
+        .unwrap();
+    let export = |to: &str, aws: &str| {
+        format!(
+            "COPY (SELECT id, text FROM '{}' ORDER BY fold_order(score, 3)) TO '{to}' STORED AS MEGATRON \
+             OPTIONS (tokenizer '{}', eos_token '<pad>', shard_tokens 20000{aws})",
+            p(dir.path(), "in/"),
+            tokenizer.display(),
+        )
+    };
+    let aws = format!(
+        ", 'aws.endpoint' '{}', 'aws.access_key_id' 'test', 'aws.secret_access_key' 'test', \
+         'aws.region' 'us-east-1', 'aws.allow_http' 'true'",
+        moto.endpoint
+    );
+    let local = dir.path().join("local");
+    for (to, aws) in [
+        ("s3://corpus/train/".to_string(), aws.as_str()),
+        (format!("{}/", local.display()), ""),
+    ] {
+        let out = delt_env(&["sql", "-c", &export(&to, aws)], &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let local_files = names(&local);
+    assert!(local_files.len() >= 6, "several shards: {local_files:?}");
+    let store = bucket(&moto.endpoint, "corpus");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut listed: Vec<ObjectPath> = store
+            .list(None)
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .unwrap();
+        listed.sort();
+        let remote: Vec<String> = listed.iter().map(|p| p.to_string()).collect();
+        let expected: Vec<String> = local_files.iter().map(|n| format!("train/{n}")).collect();
+        assert_eq!(remote, expected, "no staging prefix left");
+        for (path, name) in listed.iter().zip(&local_files) {
+            let bytes = store.get(path).await.unwrap().bytes().await.unwrap();
+            assert_eq!(
+                bytes.as_ref(),
+                std::fs::read(local.join(name)).unwrap(),
+                "{name}"
+            );
+        }
+    });
+}

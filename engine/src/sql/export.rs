@@ -46,10 +46,14 @@ pub fn training_format(statement: &Statement) -> Option<TrainingFormat> {
     }
 }
 
-/// A planned export: the plan, where it goes, and the S3 options given with it.
+/// A planned export: the query, how it is tokenized, where it goes, and the S3 options given
+/// with it.
 pub struct Export {
-    /// The query, tokenized when a tokenizer was given.
-    pub plan: LogicalPlan,
+    /// The query as written.
+    pub query: LogicalPlan,
+    /// With a tokenizer: the columns the writer reads, the tokens computed over the query's
+    /// (see [`Export::writer_plan`]).
+    pub tokenized: Option<Vec<Expr>>,
     /// The destination and format options.
     pub target: TrainingTarget,
     /// `aws.*` options for the destination's bucket.
@@ -97,7 +101,8 @@ pub async fn plan(
         }
         let target = TrainingTarget::new(&copy.target, format, &mut options, None, None)?;
         return Ok(Export {
-            plan: query,
+            query,
+            tokenized: None,
             target,
             aws,
         });
@@ -161,12 +166,25 @@ pub async fn plan(
     ]);
     let mut columns: Vec<Expr> = id.iter().map(|id| col(id.as_str())).collect();
     columns.push(tokenize.alias(TOKENS));
-    let plan = LogicalPlanBuilder::from(query).project(columns)?.build()?;
     Ok(Export {
-        plan,
+        query,
+        tokenized: Some(columns),
         target: target.with_id_column(id),
         aws,
     })
+}
+
+impl Export {
+    /// The plan the writer reads: `query` (the export's query, or what `--resume` made of it),
+    /// tokenized on top when a tokenizer was given.
+    pub fn writer_plan(&self, query: LogicalPlan) -> Result<LogicalPlan> {
+        Ok(match &self.tokenized {
+            Some(columns) => LogicalPlanBuilder::from(query)
+                .project(columns.clone())?
+                .build()?,
+            None => query,
+        })
+    }
 }
 
 /// COPY options as `key -> value` text, keys in lower case.

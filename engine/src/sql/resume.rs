@@ -116,7 +116,7 @@ pub async fn interrupted_job() -> Option<String> {
     ))
 }
 
-/// Runs the units of the COPY `statement` (its input plan `input`, writing to `target`) that
+/// Runs the units of the COPY `statement` (its input plan `input`, writing to `destination`) that
 /// its job directory does not hold yet, and returns the plan that finishes it; `None` when
 /// the input does not split into units (a warning says so). `show` enables the progress line
 /// and summaries.
@@ -126,7 +126,7 @@ pub async fn run_units(
     statement: &str,
     params: &Params,
     input: &LogicalPlan,
-    target: &CopyTarget,
+    destination: &str,
     show: bool,
 ) -> Result<Option<Resumable>> {
     let plan = ctx.state().optimize(input)?;
@@ -134,12 +134,12 @@ pub async fn run_units(
         eprintln!(
             "warning: --resume: the COPY to {} does not read one table through projections and \
              filters only, so it runs as a whole and cannot resume",
-            target.destination()
+            destination
         );
         return Ok(None);
     };
     let files = split.files(ctx).await?;
-    let job = job_dir(ctx, target)?;
+    let job = job_dir(ctx, destination)?;
     let manifest = manifest(statement, params, &files);
     let done = open_job(&job, mode, &manifest, files.len()).await?;
     let total = files.len();
@@ -394,9 +394,9 @@ fn unit_of(name: &str) -> Option<usize> {
         .flatten()
 }
 
-/// The job directory beside `target`: `<destination>.delt-job`.
-fn job_dir(ctx: &SessionContext, target: &CopyTarget) -> Result<Job> {
-    let destination = target.destination().trim_end_matches('/');
+/// The job directory beside `destination`: `<destination>.delt-job`.
+fn job_dir(ctx: &SessionContext, destination: &str) -> Result<Job> {
+    let destination = destination.trim_end_matches('/');
     let display = format!("{destination}{JOB_SUFFIX}");
     let url = ListingTableUrl::parse(format!("{display}/"))?;
     let store = ctx.runtime_env().object_store(url.object_store())?;

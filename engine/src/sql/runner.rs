@@ -171,7 +171,7 @@ impl Runner {
             let Statement::CopyTo(copy) = statement else {
                 unreachable!("only a COPY has a training format")
             };
-            return self.export(copy, format).await;
+            return self.export(copy, format, text).await;
         }
         let plan = match self.ctx.state().statement_to_plan(statement).await {
             Ok(plan) => plan,
@@ -247,17 +247,9 @@ impl Runner {
             return Err(error);
         }
         let started = Instant::now();
-        let mut input = Arc::unwrap_or_clone(copy.input);
-        let mut job = None;
-        if let Some(mode) = self.resume {
-            let show = !self.quiet;
-            let units =
-                resume::run_units(&self.ctx, mode, text, &self.params, &input, &target, show);
-            if let Some(resumable) = units.await? {
-                input = resumable.plan;
-                job = Some(resumable.job);
-            }
-        }
+        let (input, job) = self
+            .units(Arc::unwrap_or_clone(copy.input), target.destination(), text)
+            .await?;
         let plan = self
             .ctx
             .execute_logical_plan(input)
@@ -267,23 +259,8 @@ impl Runner {
         let store = self.ctx.runtime_env().object_store(target.store_url())?;
         let progress = Progress::start(&plan, self.progress);
         let stream = execute_in_order(plan, self.ctx.task_ctx())?;
-        let rows = match target.write(store, stream, progress.written()).await {
-            Ok(rows) => rows,
-            Err(DeltError::Output {
-                destination,
-                source,
-            }) => {
-                let source = match *source {
-                    DeltError::DataFusion(e) => diagnose::explain(&self.ctx, &inputs, e).await,
-                    other => other,
-                };
-                return Err(DeltError::Output {
-                    destination,
-                    source: Box::new(source),
-                });
-            }
-            Err(other) => return Err(other),
-        };
+        let written = target.write(store, stream, progress.written()).await;
+        let rows = self.explain_output(written, &inputs).await?;
         drop(progress);
         if let Some(job) = job {
             job.finish().await;
@@ -299,51 +276,97 @@ impl Runner {
         Ok(())
     }
 
+    /// With `--resume`, runs the row-wise units of `input`, a COPY to `destination`, and
+    /// returns the plan that finishes it over the unit files and the job to remove once the
+    /// output is published; otherwise `input` itself.
+    async fn units(
+        &self,
+        input: LogicalPlan,
+        destination: &str,
+        text: &str,
+    ) -> Result<(LogicalPlan, Option<resume::Job>)> {
+        let Some(mode) = self.resume else {
+            return Ok((input, None));
+        };
+        let show = !self.quiet;
+        let units = resume::run_units(
+            &self.ctx,
+            mode,
+            text,
+            &self.params,
+            &input,
+            destination,
+            show,
+        );
+        Ok(match units.await? {
+            Some(resumable) => (resumable.plan, Some(resumable.job)),
+            None => (input, None),
+        })
+    }
+
+    /// A writer's outcome, with a failed scan inside it explained by naming the input file.
+    async fn explain_output<T>(&self, written: Result<T>, inputs: &[InputFiles]) -> Result<T> {
+        match written {
+            Err(DeltError::Output {
+                destination,
+                source,
+            }) => {
+                let source = match *source {
+                    DeltError::DataFusion(e) => diagnose::explain(&self.ctx, inputs, e).await,
+                    other => other,
+                };
+                Err(DeltError::Output {
+                    destination,
+                    source: Box::new(source),
+                })
+            }
+            other => other,
+        }
+    }
+
     /// A COPY to a trainer format ([`export`]).
-    async fn export(&mut self, copy: CopyToStatement, format: TrainingFormat) -> Result<()> {
-        let export::Export { plan, target, aws } = export::plan(&self.ctx, copy, format).await?;
-        self.register_s3(target.destination(), &aws)?;
-        let inputs = InputFiles::of_plan(&plan);
+    async fn export(
+        &mut self,
+        copy: CopyToStatement,
+        format: TrainingFormat,
+        text: &str,
+    ) -> Result<()> {
+        let export = export::plan(&self.ctx, copy, format).await?;
+        let target = &export.target;
+        self.register_s3(target.destination(), &export.aws)?;
+        let inputs = InputFiles::of_plan(&export.query);
         if let Some(error) = diagnose::empty_parquet(&self.ctx, &inputs).await {
             return Err(error);
         }
         let started = Instant::now();
+        let (query, job) = self
+            .units(export.query.clone(), target.destination(), text)
+            .await?;
         let physical = self
             .ctx
-            .execute_logical_plan(plan)
+            .execute_logical_plan(export.writer_plan(query)?)
             .await?
             .create_physical_plan()
             .await?;
         let store = self.ctx.runtime_env().object_store(target.store_url())?;
         let progress = Progress::start(&physical, self.progress);
         let stream = execute_in_order(physical, self.ctx.task_ctx())?;
-        let exported = match target.write(store, stream, progress.written()).await {
-            Ok(exported) => exported,
-            Err(DeltError::Output {
-                destination,
-                source,
-            }) => {
-                let source = match *source {
-                    DeltError::DataFusion(e) => diagnose::explain(&self.ctx, &inputs, e).await,
-                    other => other,
-                };
-                return Err(DeltError::Output {
-                    destination,
-                    source: Box::new(source),
-                });
-            }
-            Err(other) => return Err(other),
-        };
+        let written = target.write(store, stream, progress.written()).await;
+        let exported = self.explain_output(written, &inputs).await?;
         drop(progress);
+        if let Some(job) = job {
+            job.finish().await;
+        }
         if !self.quiet {
             eprintln!(
-                "wrote {} documents ({} tokens, {} shard{}) to {} in {:.1}s",
+                "wrote {} documents ({} tokens, {} shard{}) to {} in {:.1}s{}",
                 exported.documents,
                 exported.tokens,
                 exported.shards,
                 if exported.shards == 1 { "" } else { "s" },
                 target.destination(),
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                retries_note()
             );
         }
         Ok(())
