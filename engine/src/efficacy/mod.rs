@@ -282,6 +282,19 @@ impl Exporter<'_> {
     /// The documents of `table` in its row order: exported with `COPY ... STORED AS
     /// MEGATRON` (the start token, then the text's tokens), read back, cut to `seq_len`.
     async fn documents(&self, table: &str, what: &str) -> Result<Vec<Vec<u32>>> {
+        let schema = self
+            .ctx
+            .table(table)
+            .await
+            .map_err(|e| DeltError::Config(format!("{what}: {}", DeltError::from(e))))?
+            .schema()
+            .clone();
+        if schema.field_with_unqualified_name(self.column).is_err() {
+            return Err(DeltError::Config(format!(
+                "{what}: no column {}: pass --text-column or select it",
+                self.column
+            )));
+        }
         let prefix = self.dir.join(table);
         let copy = format!(
             "COPY (SELECT \"{column}\" AS text FROM \"{table}\") TO '{}.bin' STORED AS MEGATRON \
