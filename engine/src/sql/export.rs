@@ -127,6 +127,13 @@ pub async fn plan(
     let bos = flag(&mut options, "bos", false)?;
     let eos_token = options.remove("eos_token");
     let bos_token = options.remove("bos_token");
+    // A missing special token fails here, before anything is written.
+    if eos {
+        tokenizer.eos(eos_token.as_deref())?;
+    }
+    if bos {
+        tokenizer.bos(bos_token.as_deref())?;
+    }
     let pad = match options.remove("pad_token") {
         Some(name) => Some(tokenizer.token("pad_token", &name)?),
         // The end-of-document token pads when there is one.

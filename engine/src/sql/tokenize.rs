@@ -71,20 +71,29 @@ impl DocumentTokenizer {
     /// The id of `name`, or of the first of the usual end-of-document names when `name` is
     /// `None`.
     pub fn eos(&self, name: Option<&str>) -> Result<u32> {
-        self.special("end-of-document", "eos_token", name, &EOS_NAMES)
+        let how = "the COPY option eos_token, or tokenize's add_eos argument";
+        self.special("end-of-document", how, name, &EOS_NAMES)
     }
 
     /// The id of `name`, or of the first of the usual start-of-document names.
     pub fn bos(&self, name: Option<&str>) -> Result<u32> {
-        self.special("start-of-document", "bos_token", name, &BOS_NAMES)
+        let how = "the COPY option bos_token, or tokenize's add_bos argument";
+        self.special("start-of-document", how, name, &BOS_NAMES)
     }
 
-    /// The id of the token `name`, given with `option`.
+    /// The id of the token `name`, given with the COPY option `option`.
     pub fn token(&self, option: &str, name: &str) -> Result<u32> {
-        self.special("such", option, Some(name), &[])
+        self.special(
+            "such",
+            &format!("the COPY option {option}"),
+            Some(name),
+            &[],
+        )
     }
 
-    fn special(&self, what: &str, option: &str, name: Option<&str>, usual: &[&str]) -> Result<u32> {
+    /// The id of `name` or of the first of `usual`; the error says `what` token is missing and
+    /// `how` to name one.
+    fn special(&self, what: &str, how: &str, name: Option<&str>, usual: &[&str]) -> Result<u32> {
         let found = match name {
             Some(name) => find_token(&self.inner, &[name]).map(|(_, id)| id),
             None => find_token(&self.inner, usual).map(|(_, id)| id),
@@ -92,7 +101,7 @@ impl DocumentTokenizer {
         found.ok_or_else(|| {
             let looked = name.map_or_else(|| usual.join(" "), str::to_string);
             DataFusionError::Plan(format!(
-                "tokenizer {} has no {what} token (looked for {looked}): name one with the option {option}",
+                "tokenizer {} has no {what} token (looked for {looked}): name one with {how}",
                 self.path.display()
             ))
         })
