@@ -44,6 +44,7 @@ use serde_json::{Value, json};
 use crate::io::training::megatron;
 use crate::progress::progress_bar;
 use crate::sql::params::Params;
+use crate::sql::tokenize::DocumentTokenizer;
 use crate::{DeltError, Runner};
 
 type Result<T> = std::result::Result<T, DeltError>;
@@ -254,7 +255,7 @@ pub async fn read_inputs(ctx: &SessionContext, job: &EfficacyJob) -> Result<Inpu
             job.arms_origin
         )));
     }
-    let vocab_size = delt_models::tokenizer::load(&tokenizer)?.get_vocab_size(true);
+    let vocab_size = DocumentTokenizer::shared(&tokenizer.to_string_lossy())?.vocab_size();
     Ok(Inputs {
         corpus,
         heldout,

@@ -10,6 +10,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::dml::CopyTo;
 use datafusion::logical_expr::{CreateExternalTable, DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
@@ -250,15 +251,8 @@ impl Runner {
         let (input, job) = self
             .units(Arc::unwrap_or_clone(copy.input), target.destination(), text)
             .await?;
-        let plan = self
-            .ctx
-            .execute_logical_plan(input)
-            .await?
-            .create_physical_plan()
-            .await?;
+        let (stream, progress) = self.ordered_stream(input).await?;
         let store = self.ctx.runtime_env().object_store(target.store_url())?;
-        let progress = Progress::start(&plan, self.progress);
-        let stream = execute_in_order(plan, self.ctx.task_ctx())?;
         let written = target.write(store, stream, progress.written()).await;
         let rows = self.explain_output(written, &inputs).await?;
         drop(progress);
@@ -274,6 +268,21 @@ impl Runner {
             );
         }
         Ok(())
+    }
+
+    /// Plans `plan` and executes it as one stream in its order, with the progress line.
+    async fn ordered_stream(
+        &self,
+        plan: LogicalPlan,
+    ) -> Result<(SendableRecordBatchStream, Progress)> {
+        let physical = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await?
+            .create_physical_plan()
+            .await?;
+        let progress = Progress::start(&physical, self.progress);
+        Ok((execute_in_order(physical, self.ctx.task_ctx())?, progress))
     }
 
     /// With `--resume`, runs the row-wise units of `input`, a COPY to `destination`, and
@@ -342,15 +351,8 @@ impl Runner {
         let (query, job) = self
             .units(export.query.clone(), target.destination(), text)
             .await?;
-        let physical = self
-            .ctx
-            .execute_logical_plan(export.writer_plan(query)?)
-            .await?
-            .create_physical_plan()
-            .await?;
+        let (stream, progress) = self.ordered_stream(export.writer_plan(query)?).await?;
         let store = self.ctx.runtime_env().object_store(target.store_url())?;
-        let progress = Progress::start(&physical, self.progress);
-        let stream = execute_in_order(physical, self.ctx.task_ctx())?;
         let written = target.write(store, stream, progress.written()).await;
         let exported = self.explain_output(written, &inputs).await?;
         drop(progress);
