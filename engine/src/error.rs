@@ -94,6 +94,10 @@ pub enum DeltError {
     #[error("{0}")]
     Config(String),
 
+    /// A cluster's scheduler or executor could not start, or could not be reached.
+    #[error("{0}")]
+    Cluster(String),
+
     /// A model could not be loaded, trained or run.
     #[error(transparent)]
     Model(#[from] delt_models::ModelError),
@@ -134,6 +138,7 @@ fn clean_datafusion_message(err: &DataFusionError) -> String {
         .trim();
     // Object store errors can span lines (an XML body); keep the message on one line.
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = cluster_task_failure(&text).unwrap_or(text);
     if text.contains("Resources exhausted") {
         format!("{text} (raise --memory-limit, or leave it unset to use all memory)")
     } else if timed_out(err) {
@@ -150,6 +155,21 @@ fn clean_datafusion_message(err: &DataFusionError) -> String {
     } else {
         text
     }
+}
+
+/// The message of a task that failed on an executor, out of the scheduler's report of the job
+/// (`Job ID failed: ... runtime execution error: DataFusionError(...("MESSAGE"))`), as
+/// `cluster job ID failed: MESSAGE`. `None` for any other text.
+fn cluster_task_failure(text: &str) -> Option<String> {
+    let job = text.split("Job ").nth(1)?.split_whitespace().next()?;
+    let (_, debug) = text.split_once("Task failed due to runtime execution error: ")?;
+    let start = debug.find("(\"")? + 2;
+    let end = debug.rfind("\")")?;
+    let message = debug
+        .get(start..end)?
+        .replace("\\\"", "\"")
+        .replace("\\\\", "\\");
+    Some(format!("cluster job {job} failed: {message}"))
 }
 
 /// Whether an object store request gave up waiting: to connect (`aws.connect_timeout`) or for
@@ -206,3 +226,18 @@ impl DeltError {
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = DeltError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_task_failure;
+
+    #[test]
+    fn a_task_failure_is_reported_with_its_message_only() {
+        let report = r#"Execution error: Job 038J failed: Job failed due to stage 0 failed: Task failed due to runtime execution error: DataFusionError(Shared(External(DataFusionError(Execution("plugin \"q\" is gone")))))"#;
+        assert_eq!(
+            cluster_task_failure(report).as_deref(),
+            Some(r#"cluster job 038J failed: plugin "q" is gone"#)
+        );
+        assert_eq!(cluster_task_failure("Execution error: disk full"), None);
+    }
+}

@@ -13,8 +13,9 @@
 //!
 //! The modules follow the path of a query (see `docs/architecture.md`): [`sql`] parses and
 //! plans it, [`stages`] execute the DELT nodes, [`io`] reads inputs and writes `COPY` output,
-//! [`plugins`] hosts scorer libraries; [`lqs`] and [`efficacy`] are the jobs around the
-//! pipeline and [`cli`] the `delt` command line.
+//! [`plugins`] hosts scorer libraries; [`cluster`] runs the same SQL on a Ballista cluster;
+//! [`lqs`] and [`efficacy`] are the jobs around the pipeline and [`cli`] the `delt` command
+//! line.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), delt::DeltError> {
@@ -27,6 +28,7 @@
 //! ```
 
 pub mod cli;
+pub mod cluster;
 pub mod efficacy;
 pub mod error;
 pub mod io;

@@ -296,6 +296,15 @@ pub fn reference_top_k(rows: &[Row], k: usize) -> Vec<i64> {
         .collect()
 }
 
+/// A local TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `delt` binary on real Parquet and JSONL files, checked against
 //! reference implementations written here straight from the DELT semantics.
 
+mod cluster;
 mod common;
 mod efficacy;
 mod errors;

@@ -19,9 +19,9 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use crate::common::*;
 
 /// A moto server on a free local port, stopped on drop.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Drop for Moto {
@@ -42,15 +42,7 @@ fn moto_binary() -> PathBuf {
     PathBuf::from("moto_server")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_moto() -> Moto {
+pub(crate) fn start_moto() -> Moto {
     let port = free_port();
     let child = Command::new(moto_binary())
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -76,7 +68,7 @@ fn start_moto() -> Moto {
 }
 
 /// Creates a bucket with a plain HTTP PUT (moto needs no signature for that).
-fn create_bucket(endpoint: &str, bucket: &str) {
+pub(crate) fn create_bucket(endpoint: &str, bucket: &str) {
     let host = endpoint.trim_start_matches("http://");
     let mut stream = TcpStream::connect(host).unwrap();
     write!(
@@ -106,7 +98,7 @@ fn bucket(endpoint: &str, name: &str) -> object_store::aws::AmazonS3 {
 }
 
 /// The AWS variables for an S3 server at `endpoint` that takes any key pair.
-fn s3_env(endpoint: &str) -> [(&str, &str); 4] {
+pub(crate) fn s3_env(endpoint: &str) -> [(&str, &str); 4] {
     [
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
@@ -117,7 +109,7 @@ fn s3_env(endpoint: &str) -> [(&str, &str); 4] {
 
 /// Writes `rows` to `s3://corpus/cc/` at `endpoint` as Parquet shards of `rows_per_shard`
 /// rows, with credentials from the environment.
-fn upload_corpus(endpoint: &str, rows: &[Row], rows_per_shard: usize) {
+pub(crate) fn upload_corpus(endpoint: &str, rows: &[Row], rows_per_shard: usize) {
     let dir = tempfile::tempdir().unwrap();
     write_parquet_files(&dir.path().join("in"), rows, 1);
     let upload = format!(
@@ -135,7 +127,7 @@ fn upload_corpus(endpoint: &str, rows: &[Row], rows_per_shard: usize) {
 
 /// Every key of the bucket `corpus` at `endpoint`, sorted, and the ids of the Parquet objects
 /// under `prefix` in key order, read with a separate S3 client.
-fn keys_and_ids(endpoint: &str, prefix: &str) -> (Vec<String>, Vec<i64>) {
+pub(crate) fn keys_and_ids(endpoint: &str, prefix: &str) -> (Vec<String>, Vec<i64>) {
     let store = bucket(endpoint, "corpus");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

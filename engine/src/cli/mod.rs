@@ -2,7 +2,8 @@
 //! function that runs it; `bin/delt.rs` only parses and dispatches to [`run`].
 //!
 //! Owns: `sql` (`delt sql`), `plugins` (`delt plugins list|inspect`), `lqs` (`delt lqs
-//! annotate|fit`), `bench` (`delt bench efficacy`), `allocator` (the process's heap
+//! annotate|fit`), `bench` (`delt bench efficacy`), `cluster` (`delt cluster
+//! scheduler|executor`), `allocator` (the process's heap
 //! settings, applied before any thread starts) and `scratch` (the run's temporary files).
 //! May import: every other module of the crate; nothing imports `cli`. Errors are `anyhow` here,
 //! at the edge, and `DeltError` below it.
@@ -12,12 +13,14 @@ use clap::{ArgMatches, Parser, Subcommand};
 
 mod allocator;
 mod bench;
+mod cluster;
 mod lqs;
 mod plugins;
 mod scratch;
 mod sql;
 
 use bench::BenchCommand;
+use cluster::ClusterCommand;
 use lqs::LqsCommand;
 use plugins::PluginsCommand;
 use sql::SqlArgs;
@@ -49,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: LqsCommand,
     },
+    /// Run a cluster's scheduler or an executor (queries: delt sql --cluster df://HOST:PORT).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Internal: one instance of a plugin function in its own process (isolation=process).
     #[command(name = "plugin-worker", hide = true)]
     PluginWorker(plugins::WorkerArgs),
@@ -65,6 +73,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Plugins { command } => plugins::run(command),
         Command::Lqs { command } => lqs::run(command),
         Command::Bench { command } => bench::run(command),
+        Command::Cluster { command } => cluster::run(command),
         Command::PluginWorker(args) => plugins::serve(args),
     }
 }

@@ -66,11 +66,16 @@ pub struct SqlArgs {
     /// directory beside its destination (`<destination>.delt-job`): a run that stops (Ctrl-C,
     /// a crash, SIGKILL) is resumed by the same command, which skips the finished units. A
     /// rerun whose SQL, parameters or input files changed is refused.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cluster")]
     resume: bool,
 
+    /// Run the queries on the cluster whose scheduler is at this address (see `delt cluster`);
+    /// statements, output files and their order are the same as in a local run.
+    #[arg(long, value_name = "df://HOST:PORT", env = "DELT_CLUSTER")]
+    cluster: Option<String>,
+
     /// As --resume, but first discard the job directories of earlier runs and start over.
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long, conflicts_with_all = ["resume", "cluster"])]
     restart: bool,
 
     /// No progress line or summaries on stderr.
@@ -161,7 +166,11 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
             Format::Csv => ResultFormat::Csv,
             Format::Json => ResultFormat::Json,
         };
-        let mut runner = Runner::new(session.build()?)
+        let ctx = match &args.cluster {
+            Some(url) => crate::cluster::client::connect(&session, url).await?,
+            None => session.build()?,
+        };
+        let mut runner = Runner::new(ctx)
             .with_params(params)
             .with_format(format)
             .with_progress(!args.quiet)

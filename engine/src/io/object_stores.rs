@@ -28,13 +28,15 @@
 //! Every try that fails in a way object_store retries (a 5xx, 429 or 408 answer, a connection
 //! error, a timeout) is counted ([`transient_failures`]); the progress line shows the count.
 
-use std::collections::HashMap;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -80,6 +82,72 @@ impl Default for DeltObjectStoreRegistry {
         let local = Url::parse("file://").expect("a valid URL");
         inner.register_store(&local, Arc::new(MappedLocalFiles::default()));
         Self { inner }
+    }
+}
+
+impl DeltObjectStoreRegistry {
+    /// The registry with a store for each bucket of `buckets`, opened with its options.
+    pub fn with_buckets(buckets: &BucketOptions) -> Result<Self> {
+        let registry = Self::default();
+        for (bucket, options) in &buckets.buckets {
+            let url = Url::parse(&format!("s3://{bucket}"))
+                .map_err(|e| DataFusionError::Configuration(format!("bucket {bucket}: {e}")))?;
+            registry.register_store(&url, s3_store(&url, options)?);
+        }
+        Ok(registry)
+    }
+}
+
+/// The `aws.*` options that statements gave, per bucket, as settings of the session
+/// (`delt_s3.<bucket>` = the options as a JSON object). A cluster client sends its session's
+/// settings with every query, so the scheduler and the executors open each bucket as the
+/// client does ([`DeltObjectStoreRegistry::with_buckets`]).
+#[derive(Debug, Clone, Default)]
+pub struct BucketOptions {
+    buckets: BTreeMap<String, HashMap<String, String>>,
+}
+
+impl BucketOptions {
+    /// Opens `bucket` with `options` from now on.
+    pub fn insert(&mut self, bucket: &str, options: &HashMap<String, String>) {
+        self.buckets.insert(bucket.to_string(), options.clone());
+    }
+}
+
+impl ConfigExtension for BucketOptions {
+    const PREFIX: &'static str = "delt_s3";
+}
+
+impl ExtensionOptions for BucketOptions {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, bucket: &str, options: &str) -> Result<()> {
+        let options: HashMap<String, String> = serde_json::from_str(options).map_err(|e| {
+            DataFusionError::Configuration(format!("{}.{bucket}: {e}", Self::PREFIX))
+        })?;
+        self.insert(bucket, &options);
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        self.buckets
+            .iter()
+            .map(|(bucket, options)| ConfigEntry {
+                key: format!("{}.{bucket}", Self::PREFIX),
+                value: Some(serde_json::to_string(options).unwrap_or_default()),
+                description: "aws.* options of an s3:// bucket, given by a statement",
+            })
+            .collect()
     }
 }
 

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::error::Result;
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_writer::{
-    ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves,
+    ArrowColumnChunk, ArrowRowGroupWriterFactory, ArrowWriterOptions, compute_leaves,
 };
+use datafusion::parquet::arrow::{ArrowWriter, add_encoded_arrow_schema_to_metadata};
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::file::writer::SerializedFileWriter;
 
@@ -31,6 +31,40 @@ use crate::io::in_order::InOrder;
 
 /// Row groups encoding at once; more would only hold more rows in memory.
 const IN_FLIGHT: usize = 2;
+
+/// `schema` with its string and binary views as plain strings and binaries: the Arrow schema a
+/// file declares. A view is how a column sits in memory, not what it holds, and the Parquet
+/// bytes of both are the same: so a run whose strings are views (a local one) and a run whose
+/// strings are not (a cluster's, whose processes exchange plain strings) write the same file,
+/// and readers without view types read it.
+fn without_views(schema: &Schema) -> Schema {
+    fn plain(data_type: &DataType) -> DataType {
+        match data_type {
+            DataType::Utf8View => DataType::Utf8,
+            DataType::BinaryView => DataType::Binary,
+            DataType::List(item) => DataType::List(Arc::new(plain_field(item))),
+            DataType::LargeList(item) => DataType::LargeList(Arc::new(plain_field(item))),
+            DataType::FixedSizeList(item, n) => {
+                DataType::FixedSizeList(Arc::new(plain_field(item)), *n)
+            }
+            DataType::Struct(fields) => {
+                DataType::Struct(fields.iter().map(|f| plain_field(f)).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    fn plain_field(field: &Field) -> Field {
+        field.clone().with_data_type(plain(field.data_type()))
+    }
+    Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| plain_field(f))
+            .collect::<Fields>(),
+        schema.metadata().clone(),
+    )
+}
 
 /// Size of the pieces in which the file's bytes are handed out.
 const PIECE_BYTES: usize = 8 << 20;
@@ -116,12 +150,19 @@ impl ParallelParquetWriter {
     }
 
     fn open(&self, first_rows: &[RecordBatch]) -> Result<OpenParquet> {
-        let props = self
+        let mut props = self
             .encodings
             .choose(self.props.clone(), &self.schema, first_rows);
-        let (file, factory) =
-            ArrowWriter::try_new(Pieces::default(), Arc::clone(&self.schema), Some(props))?
-                .into_serialized_writer()?;
+        add_encoded_arrow_schema_to_metadata(&without_views(&self.schema), &mut props);
+        let options = ArrowWriterOptions::new()
+            .with_properties(props)
+            .with_skip_arrow_metadata(true);
+        let (file, factory) = ArrowWriter::try_new_with_options(
+            Pieces::default(),
+            Arc::clone(&self.schema),
+            options,
+        )?
+        .into_serialized_writer()?;
         Ok(OpenParquet {
             file,
             factory: Arc::new(factory),

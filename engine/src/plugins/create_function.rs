@@ -9,7 +9,8 @@
 //! ```
 //!
 //! * the library: a path (relative to the working directory), or a bare name such as
-//!   `delt_lqs` for `libdelt_lqs.so` in `DELT_PLUGIN_PATH` or beside the `delt` executable;
+//!   `delt_lqs` for `libdelt_lqs.so` in `DELT_PLUGIN_PATH` or beside the `delt` executable,
+//!   or an `s3://` URL (fetched once into a local cache, by content hash);
 //! * `#function`: the plugin function (default: the SQL name, or the library's only function);
 //! * `?name=value&...`: `batch_size` (rows per call), `concurrency` (instances scoring at
 //!   once) and `isolation` (`process`: each instance in a child process, so that a crash fails
@@ -26,8 +27,10 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{CreateFunction, Expr};
 use delt_plugin::Options;
 
-use crate::plugins::host::{FunctionSettings, PluginFunction, PluginRegistry, find_library};
+use crate::plugins::call::PluginCall;
+use crate::plugins::host::{FunctionSettings, PluginRegistry, find_library};
 use crate::plugins::isolation::Isolation;
+use crate::plugins::remote_library;
 
 /// Creates plugin functions from `CREATE FUNCTION ... LANGUAGE delt`.
 #[derive(Debug)]
@@ -143,8 +146,14 @@ impl FunctionFactory for DeltFunctionFactory {
             }
         };
         let body = parse_body(&body)?;
-        let library = find_library(&body.library)
-            .and_then(|path| self.registry.load(&path))
+        let path = if remote_library::is_remote(&body.library) {
+            remote_library::fetch(&body.library).await?
+        } else {
+            find_library(&body.library).map_err(|e| DataFusionError::Plan(e.to_string()))?
+        };
+        let library = self
+            .registry
+            .load(&path)
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         let function = match body.function {
             Some(function) => function,
@@ -186,8 +195,14 @@ impl FunctionFactory for DeltFunctionFactory {
             isolation: body.isolation.unwrap_or(self.isolation),
             ..body.settings
         };
-        let udf =
-            PluginFunction::try_new(&statement.name, library, &function, settings)?.into_udf();
+        let call = PluginCall {
+            sql_name: statement.name.clone(),
+            library: body.library,
+            function,
+            settings,
+        };
+        let udf = call.make(&path, &self.registry)?;
+        self.registry.record(call);
         Ok(RegisterFunction::Scalar(Arc::new(udf)))
     }
 }

@@ -38,6 +38,7 @@ use delt_plugin::{ArgType, FunctionSpec, Manifest, Options, symbols};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
 
+use super::call::PluginCall;
 use super::fatal_signal;
 use super::isolation::{ChildInstance, Isolation};
 
@@ -430,18 +431,32 @@ impl PluginFunction {
         function: &str,
         settings: FunctionSettings,
     ) -> Result<Self> {
+        let function = Self::deferred(sql_name, library, function, settings)?;
+        let first = Scorer::new(&function.library, &function.spec.name, &function.settings)?;
+        function.idle.lock().expect("instance pool").push(first);
+        Ok(function)
+    }
+
+    /// As [`try_new`](Self::try_new), but the first batch creates the first instance: a
+    /// cluster's scheduler plans with the function without loading its model, and an
+    /// executor loads it only if it scores.
+    pub fn deferred(
+        sql_name: &str,
+        library: Arc<PluginLibrary>,
+        function: &str,
+        settings: FunctionSettings,
+    ) -> Result<Self> {
         let spec = library
             .function(function)
             .map_err(|e| DataFusionError::Plan(e.to_string()))?
             .clone();
-        let first = Scorer::new(&library, function, &settings)?;
         let signature = signature_of(&spec);
         Ok(Self {
             sql_name: sql_name.to_string(),
             spec,
             signature,
             permits: Semaphore::new(settings.concurrency.max(1)),
-            idle: Mutex::new(vec![first]),
+            idle: Mutex::new(Vec::new()),
             library,
             settings,
         })
@@ -642,13 +657,33 @@ impl AsyncScalarUDFImpl for PluginFunction {
     }
 }
 
-/// Libraries loaded so far, by path, so a library is loaded once per session.
+/// Libraries loaded so far, by path, so a library is loaded once per session, and the
+/// definitions of the plugin functions made from them, by SQL name (what a cluster client
+/// ships to the executors).
 #[derive(Debug, Default)]
 pub struct PluginRegistry {
     libraries: Mutex<HashMap<PathBuf, Arc<PluginLibrary>>>,
+    calls: Mutex<HashMap<String, PluginCall>>,
 }
 
 impl PluginRegistry {
+    /// Remembers how the function `call.sql_name` was made (replacing an earlier definition).
+    pub fn record(&self, call: PluginCall) {
+        self.calls
+            .lock()
+            .expect("plugin registry")
+            .insert(call.sql_name.clone(), call);
+    }
+
+    /// How the plugin function called `sql_name` was made, if it is one.
+    pub fn call(&self, sql_name: &str) -> Option<PluginCall> {
+        self.calls
+            .lock()
+            .expect("plugin registry")
+            .get(sql_name)
+            .cloned()
+    }
+
     /// The library at `path`, loaded on first use.
     pub fn load(&self, path: &Path) -> Result<Arc<PluginLibrary>, PluginError> {
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());

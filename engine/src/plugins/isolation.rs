@@ -51,6 +51,15 @@ impl std::str::FromStr for Isolation {
     }
 }
 
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::InProcess => "in-process",
+            Self::Process => "process",
+        })
+    }
+}
+
 /// The child answered with scores (or the parent sent arguments).
 const DATA: u8 = 1;
 /// The child failed to create the instance or to score; the payload is the message.

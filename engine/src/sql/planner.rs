@@ -19,8 +19,19 @@ use crate::stages::order_key::OrderKeyExec;
 use crate::stages::select::SelectExec;
 
 /// DataFusion's planner, taught the DELT [`StageNode`].
-#[derive(Debug, Default)]
-pub struct DeltQueryPlanner;
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeltQueryPlanner {
+    distributed: bool,
+}
+
+impl DeltQueryPlanner {
+    /// The planner of a cluster's scheduler: a fold gathers its input into one partition
+    /// ([`FoldStrategy::Gathered`]), so that everything below it runs as a separate stage of
+    /// one task per input partition, spread over the executors.
+    pub fn distributed() -> Self {
+        Self { distributed: true }
+    }
+}
 
 #[async_trait]
 impl QueryPlanner for DeltQueryPlanner {
@@ -29,7 +40,10 @@ impl QueryPlanner for DeltQueryPlanner {
         logical_plan: &LogicalPlan,
         session_state: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(DeltExtensionPlanner)])
+        let planner = DeltExtensionPlanner {
+            distributed: self.distributed,
+        };
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(planner)])
             .create_physical_plan(logical_plan, session_state)
             .await
     }
@@ -37,7 +51,9 @@ impl QueryPlanner for DeltQueryPlanner {
 
 /// Maps each stage to its execution plan.
 #[derive(Debug)]
-struct DeltExtensionPlanner;
+struct DeltExtensionPlanner {
+    distributed: bool,
+}
 
 #[async_trait]
 impl ExtensionPlanner for DeltExtensionPlanner {
@@ -64,6 +80,7 @@ impl ExtensionPlanner for DeltExtensionPlanner {
                 ));
                 // Without a memory limit nothing spills: the fold may hold every row.
                 let strategy = match session.runtime_env().memory_pool.memory_limit() {
+                    _ if self.distributed => FoldStrategy::Gathered,
                     MemoryLimit::Infinite => FoldStrategy::InMemory,
                     MemoryLimit::Finite(_) | MemoryLimit::Unknown => FoldStrategy::SortedStream,
                 };

@@ -20,7 +20,7 @@ use url::Url;
 
 use crate::error::{DeltError, Result};
 use crate::io::jsonl::encoder::write_json_lines;
-use crate::io::object_stores::{s3_store, take_aws_options};
+use crate::io::object_stores::{BucketOptions, s3_store, take_aws_options};
 use crate::io::output::{CopyTarget, execute_in_order};
 use crate::io::training::TrainingFormat;
 use crate::progress::{Progress, retries_note};
@@ -481,6 +481,18 @@ impl Runner {
                 ))
             })?;
         self.ctx.register_object_store(&url, s3_store(&url, aws)?);
+        // A cluster session ships these options to its scheduler and executors.
+        if let Some(buckets) = self
+            .ctx
+            .state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .extensions
+            .get_mut::<BucketOptions>()
+        {
+            buckets.insert(url.host_str().unwrap_or_default(), aws);
+        }
         Ok(())
     }
 }

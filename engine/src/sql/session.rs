@@ -4,19 +4,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::datasource::listing_table_factory::ListingTableFactory;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::registry::FunctionRegistry;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{DeltError, Result};
 use crate::io::jsonl::JsonLinesFormatFactory;
 use crate::io::object_stores::DeltObjectStoreRegistry;
+use crate::plugins::call::PluginCall;
 use crate::plugins::create_function::DeltFunctionFactory;
 use crate::plugins::host::{FunctionSettings, PluginFunction, PluginRegistry};
 use crate::plugins::isolation::Isolation;
 use crate::sql::planner::DeltQueryPlanner;
 use crate::sql::rewrite::DeltRewrite;
+use crate::stages::shuffle::ShuffleKey;
 
 /// Bytes of rows that an in-memory sort sorts as one run (see [`DeltSession::build`]).
 const SORT_RUN_BYTES: usize = 128 << 20;
@@ -103,6 +107,66 @@ impl DeltSession {
 
     /// Builds the context.
     pub fn build(&self) -> Result<SessionContext> {
+        // `SELECT * FROM 'path/or/s3/url.parquet'` works without CREATE EXTERNAL TABLE.
+        Ok(SessionContext::new_with_state(self.build_state()?).enable_url_table())
+    }
+
+    /// The state [`build`](Self::build) makes its context of, for a context of another kind (a
+    /// cluster client). Reading paths as tables is a feature of the context: turn it on with
+    /// [`SessionContext::enable_url_table`] once the context exists.
+    pub fn build_state(&self) -> Result<SessionState> {
+        let plugins = Arc::new(PluginRegistry::default());
+        let mut state = session_state(
+            // Where a cluster client finds the plugin functions to ship (see `cluster::client`).
+            self.config().with_extension(Arc::clone(&plugins)),
+            self.runtime()?,
+            DeltQueryPlanner::default(),
+            Some(DeltFunctionFactory::new(
+                Arc::clone(&plugins),
+                self.plugin_isolation,
+            )),
+        )?;
+        for plugin in &self.plugins {
+            let library = match plugins.load(&plugin.path) {
+                Ok(library) => library,
+                Err(e) if !plugin.required => {
+                    eprintln!("warning: skipped {e}");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for spec in &library.manifest().functions {
+                let call = PluginCall {
+                    sql_name: spec.name.clone(),
+                    library: plugin.path.display().to_string(),
+                    function: spec.name.clone(),
+                    settings: FunctionSettings {
+                        isolation: self.plugin_isolation,
+                        ..FunctionSettings::default()
+                    },
+                };
+                match PluginFunction::try_new(
+                    &call.sql_name,
+                    Arc::clone(&library),
+                    &call.function,
+                    call.settings.clone(),
+                ) {
+                    Ok(function) => {
+                        state.register_udf(Arc::new(function.into_udf()))?;
+                        plugins.record(call);
+                    }
+                    Err(e) => eprintln!(
+                        "warning: {} not registered: {e}; CREATE FUNCTION can still give it options",
+                        spec.name
+                    ),
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// The session settings (see the comments on each).
+    fn config(&self) -> SessionConfig {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .set_bool("datafusion.optimizer.enable_round_robin_repartition", false)
@@ -164,68 +228,55 @@ impl DeltSession {
                 );
             }
         }
+        config
+    }
+
+    /// Object stores (S3 buckets made on first use) and the memory limit.
+    fn runtime(&self) -> Result<Arc<RuntimeEnv>> {
         let mut runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(DeltObjectStoreRegistry::default()));
         if let Some(bytes) = self.memory_limit {
             runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(bytes)));
         }
-        let runtime = runtime.build_arc().map_err(DeltError::from)?;
-        let plugins = Arc::new(PluginRegistry::default());
-        let mut state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(runtime)
-            .with_default_features()
-            .with_query_planner(Arc::new(DeltQueryPlanner))
-            .with_analyzer_rule(Arc::new(DeltRewrite))
-            .with_function_factory(Some(Arc::new(DeltFunctionFactory::new(
-                Arc::clone(&plugins),
-                self.plugin_isolation,
-            ))))
-            .build();
-        state.register_file_format(Arc::new(JsonLinesFormatFactory::json()), true)?;
-        state.register_file_format(Arc::new(JsonLinesFormatFactory::jsonl()), false)?;
-        state
-            .table_factories_mut()
-            .insert("JSONL".into(), Arc::new(ListingTableFactory::new()));
-        // `SELECT * FROM 'path/or/s3/url.parquet'` works without CREATE EXTERNAL TABLE.
-        let ctx = SessionContext::new_with_state(state).enable_url_table();
-        for function in crate::sql::functions::all() {
-            ctx.register_udf(Arc::unwrap_or_clone(function));
-        }
-        for function in crate::sql::tokenize::functions() {
-            ctx.register_udf(function);
-        }
-        for plugin in &self.plugins {
-            let library = match plugins.load(&plugin.path) {
-                Ok(library) => library,
-                Err(e) if !plugin.required => {
-                    eprintln!("warning: skipped {e}");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            for spec in &library.manifest().functions {
-                match PluginFunction::try_new(
-                    &spec.name,
-                    Arc::clone(&library),
-                    &spec.name,
-                    FunctionSettings {
-                        isolation: self.plugin_isolation,
-                        ..FunctionSettings::default()
-                    },
-                ) {
-                    Ok(function) => {
-                        ctx.register_udf(function.into_udf());
-                    }
-                    Err(e) => eprintln!(
-                        "warning: {} not registered: {e}; CREATE FUNCTION can still give it options",
-                        spec.name
-                    ),
-                }
-            }
-        }
-        Ok(ctx)
+        Ok(runtime.build_arc()?)
     }
+}
+
+/// A session state with `config` and `runtime`, delt's functions, rewrite, `planner` and file
+/// formats, and `CREATE FUNCTION` through `functions` (a cluster's scheduler and executors
+/// get plugin functions from the plans instead, and have none).
+pub(crate) fn session_state(
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+    planner: DeltQueryPlanner,
+    functions: Option<DeltFunctionFactory>,
+) -> Result<SessionState> {
+    let mut state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_query_planner(Arc::new(planner))
+        .with_analyzer_rule(Arc::new(DeltRewrite))
+        .with_function_factory(functions.map(|f| Arc::new(f) as _))
+        .build();
+    state.register_file_format(Arc::new(JsonLinesFormatFactory::json()), true)?;
+    state.register_file_format(Arc::new(JsonLinesFormatFactory::jsonl()), false)?;
+    state
+        .table_factories_mut()
+        .insert("JSONL".into(), Arc::new(ListingTableFactory::new()));
+    for function in delt_functions() {
+        state.register_udf(function)?;
+    }
+    Ok(state)
+}
+
+/// The SQL functions every delt session has (plugin functions aside).
+pub(crate) fn delt_functions() -> Vec<Arc<ScalarUDF>> {
+    let mut functions = crate::sql::functions::all();
+    functions.extend(crate::sql::tokenize::functions().into_iter().map(Arc::new));
+    // What `shuffle_order` is planned into: a cluster's processes decode plans that call it.
+    functions.push(Arc::new(ScalarUDF::new_from_impl(ShuffleKey::new())));
+    functions
 }
 
 /// Parses a size such as `512M`, `2G`, `1.5GiB` or `1000000` (bytes).

@@ -48,6 +48,10 @@ pub enum FoldStrategy {
     /// The fold holds every row, sorts the keys alone and gathers each layer: one copy per
     /// row, nothing spilled. For sessions without a memory limit.
     InMemory,
+    /// As [`InMemory`](Self::InMemory), over the input gathered into one partition first: in
+    /// a cluster, the plan below the fold (scan, scoring, keys) then runs as one task per
+    /// input partition on the executors, and the fold takes all their rows in one place.
+    Gathered,
 }
 
 /// Physical fold: rows dealt to layers by their order key.
@@ -83,6 +87,21 @@ impl FoldExec {
         }
     }
 
+    /// The number of layers.
+    pub fn layers(&self) -> usize {
+        self.layers
+    }
+
+    /// The direction of each layer.
+    pub fn mode(&self) -> FoldMode {
+        self.mode
+    }
+
+    /// How the rows are put in order.
+    pub fn strategy(&self) -> FoldStrategy {
+        self.strategy
+    }
+
     fn key_index(&self) -> usize {
         self.input.schema().fields().len() - 1
     }
@@ -93,6 +112,7 @@ impl DisplayAs for FoldExec {
         let strategy = match self.strategy {
             FoldStrategy::SortedStream => "sorted stream",
             FoldStrategy::InMemory => "in memory",
+            FoldStrategy::Gathered => "gathered, in memory",
         };
         write!(
             f,
@@ -117,7 +137,9 @@ impl ExecutionPlan for FoldExec {
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
         match self.strategy {
-            FoldStrategy::SortedStream => vec![Distribution::SinglePartition],
+            FoldStrategy::SortedStream | FoldStrategy::Gathered => {
+                vec![Distribution::SinglePartition]
+            }
             FoldStrategy::InMemory => vec![Distribution::UnspecifiedDistribution],
         }
     }
@@ -128,7 +150,7 @@ impl ExecutionPlan for FoldExec {
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
-        if self.strategy == FoldStrategy::InMemory {
+        if self.strategy != FoldStrategy::SortedStream {
             return vec![None];
         }
         let schema = self.input.schema();
@@ -192,7 +214,7 @@ impl ExecutionPlan for FoldExec {
             );
         }
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        if self.strategy == FoldStrategy::InMemory {
+        if self.strategy != FoldStrategy::SortedStream {
             return fold_in_memory(
                 &self.input,
                 self.layers,

@@ -206,7 +206,17 @@ impl UserDefinedLogicalNodeCore for StageNode {
         _exprs: Vec<Expr>,
         mut inputs: Vec<LogicalPlan>,
     ) -> Result<Self> {
-        let input = inputs.swap_remove(0);
+        Self::over_scored(inputs.swap_remove(0), self.stage)
+    }
+}
+
+impl StageNode {
+    /// `stage` over `input`, whose last column is already the score ([`SCORE_COLUMN`]): how a
+    /// node is rebuilt from its parts (a new input, or a plan read back in a cluster).
+    pub fn over_scored(input: LogicalPlan, stage: Stage) -> Result<Self> {
+        if input.schema().fields().last().map(|f| f.name().as_str()) != Some(SCORE_COLUMN) {
+            return plan_err!("a {stage} node's input must end with its score column");
+        }
         let fields = input
             .schema()
             .iter()
@@ -219,7 +229,7 @@ impl UserDefinedLogicalNodeCore for StageNode {
         )?);
         Ok(Self {
             input,
-            stage: self.stage,
+            stage,
             schema,
         })
     }

@@ -79,6 +79,18 @@ impl OrderKeyExec {
     }
 }
 
+impl OrderKeyExec {
+    /// The input column holding the score.
+    pub fn score(&self) -> usize {
+        self.score
+    }
+
+    /// Whether high scores come first.
+    pub fn descending(&self) -> bool {
+        self.descending
+    }
+}
+
 /// The key of one row (`None`: a NULL score); see the module documentation.
 pub fn order_key(score: Option<f64>, descending: bool, position: u64) -> i128 {
     let key = match score {

@@ -63,6 +63,13 @@ impl SelectExec {
     }
 }
 
+impl SelectExec {
+    /// How many rows it keeps.
+    pub fn selection(&self) -> Selection {
+        self.selection
+    }
+}
+
 impl DisplayAs for SelectExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "SelectExec: {}", self.selection)
