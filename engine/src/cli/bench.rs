@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::allocator::{FreedMemory, tune_allocator};
 use super::lqs::ShapeArgs;
-use super::small_runtime;
+use super::{Process, small_runtime};
 use crate::DeltSession;
 
 #[derive(Subcommand, Debug)]
@@ -88,9 +88,11 @@ pub struct EfficacyArgs {
     quiet: bool,
 }
 
-/// Runs `delt bench <command>`.
-pub(super) fn run(command: BenchCommand) -> anyhow::Result<()> {
-    tune_allocator(FreedMemory::All, None);
+/// Runs `delt bench <command>` in `process`.
+pub(super) fn run(command: BenchCommand, process: Process) -> anyhow::Result<()> {
+    if process == Process::Delt {
+        tune_allocator(FreedMemory::All, None);
+    }
     match command {
         BenchCommand::Efficacy(args) => efficacy(args),
     }

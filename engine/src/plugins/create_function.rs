@@ -16,6 +16,7 @@
 //!   the query; `in-process`, the default) are delt's; every other option goes to the plugin,
 //!   as a number or boolean when it reads as one, else as a string.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -34,15 +35,18 @@ use crate::plugins::isolation::Isolation;
 pub struct DeltFunctionFactory {
     registry: Arc<PluginRegistry>,
     isolation: Isolation,
+    dirs: Vec<PathBuf>,
 }
 
 impl DeltFunctionFactory {
     /// A factory loading libraries through `registry`; functions whose body names no
-    /// `isolation` get `isolation`.
-    pub fn new(registry: Arc<PluginRegistry>, isolation: Isolation) -> Self {
+    /// `isolation` get `isolation`; a library named without a path is looked for in `dirs`
+    /// first (see [`find_library`]).
+    pub fn new(registry: Arc<PluginRegistry>, isolation: Isolation, dirs: Vec<PathBuf>) -> Self {
         Self {
             registry,
             isolation,
+            dirs,
         }
     }
 }
@@ -143,7 +147,7 @@ impl FunctionFactory for DeltFunctionFactory {
             }
         };
         let body = parse_body(&body)?;
-        let library = find_library(&body.library)
+        let library = find_library(&body.library, &self.dirs)
             .and_then(|path| self.registry.load(&path))
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         let function = match body.function {

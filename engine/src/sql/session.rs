@@ -36,6 +36,7 @@ pub struct DeltSession {
     threads: Option<usize>,
     batch_size: Option<usize>,
     plugins: Vec<PluginToLoad>,
+    plugin_dirs: Vec<PathBuf>,
     plugin_isolation: Isolation,
 }
 
@@ -81,6 +82,14 @@ impl DeltSession {
             path: path.into(),
             required: true,
         });
+        self
+    }
+
+    /// A directory where `CREATE FUNCTION` looks for a library named without a path (such
+    /// as `delt_lqs`), before `DELT_PLUGIN_PATH` and the executable's directory: for programs
+    /// whose executable is not `delt` (in the Python module it is the interpreter).
+    pub fn with_plugin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.plugin_dirs.push(dir.into());
         self
     }
 
@@ -180,6 +189,7 @@ impl DeltSession {
             .with_function_factory(Some(Arc::new(DeltFunctionFactory::new(
                 Arc::clone(&plugins),
                 self.plugin_isolation,
+                self.plugin_dirs.clone(),
             ))))
             .build();
         state.register_file_format(Arc::new(JsonLinesFormatFactory::json()), true)?;
