@@ -7,6 +7,8 @@
 //! May import: every other module of the crate; nothing imports `cli`. Errors are `anyhow` here,
 //! at the edge, and `DeltError` below it.
 
+use std::path::PathBuf;
+
 use anyhow::anyhow;
 use clap::{ArgMatches, Parser, Subcommand};
 
@@ -64,7 +66,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         ),
         Command::Plugins { command } => plugins::run(command),
         Command::Lqs { command } => lqs::run(command, Process::Delt),
-        Command::Bench { command } => bench::run(command, Process::Delt),
+        Command::Bench { command } => bench::run(command, Process::Delt, &[]),
         Command::PluginWorker(args) => plugins::serve(args),
     }
 }
@@ -74,12 +76,14 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
 /// defaults and messages of the command line, for a program that embeds the library (the
 /// Python module): its progress goes to the [`JobObserver`](crate::progress::JobObserver)
 /// installed, if any, and the process's allocator and environment are left as they are.
-/// Other commands are refused.
-pub fn run_job<S: AsRef<str>>(words: &[S]) -> anyhow::Result<()> {
+/// `plugin_dirs` are where the job's `CREATE FUNCTION`s find libraries named without a path
+/// (see [`DeltSession::with_plugin_dir`](crate::DeltSession::with_plugin_dir)). Other
+/// commands are refused.
+pub fn run_job<S: AsRef<str>>(words: &[S], plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
     let argv = std::iter::once("delt").chain(words.iter().map(AsRef::as_ref));
     match Cli::try_parse_from(argv)?.command {
         Command::Lqs { command } => lqs::run(command, Process::Embedded),
-        Command::Bench { command } => bench::run(command, Process::Embedded),
+        Command::Bench { command } => bench::run(command, Process::Embedded, plugin_dirs),
         _ => Err(anyhow!(
             "not a delt job: {} (only `lqs ...` and `bench ...` are)",
             words
