@@ -80,8 +80,12 @@ class Session:
         self, query: str, params: Mapping[str, Any] | None = None
     ) -> pa.RecordBatchReader | None:
         """As ``sql``, but the result is a ``pyarrow.RecordBatchReader`` that runs the query as
-        it is read, so that a large result never sits whole in memory."""
-        return self._native.sql_stream(query, _params(params))
+        it is read, so that a large result never sits whole in memory. Reading it raises the
+        errors ``sql`` raises (``DeltError``, ``KeyboardInterrupt`` on Ctrl-C)."""
+        stream = self._native.sql_stream(query, _params(params))
+        if stream is None:
+            return None
+        return pa.RecordBatchReader.from_batches(stream.schema, stream)
 
     def register(self, name: str, data: Any) -> None:
         """Registers ``data`` as table ``name``: a pyarrow Table or RecordBatchReader, anything

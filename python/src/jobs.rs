@@ -12,17 +12,29 @@ use pyo3::prelude::*;
 use crate::error::{DeltError, job_to_py};
 use crate::wait::TICK;
 
-/// The progress a job last reported, and whether it was asked to stop.
+/// The progress a job reported and not yet shown, and whether it was asked to stop.
 #[derive(Default)]
 struct Observer {
-    progress: Mutex<Option<(String, u64, u64)>>,
+    /// `(stage, done, total)`: the last report of each stage since the last look, in order,
+    /// so that a stage shorter than a [`TICK`] is still shown, and shown complete.
+    reports: Mutex<Vec<(String, u64, u64)>>,
     stop: AtomicBool,
+}
+
+impl Observer {
+    /// The reports since the last call.
+    fn take(&self) -> Vec<(String, u64, u64)> {
+        std::mem::take(&mut *self.reports.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl JobObserver for Observer {
     fn progress(&self, stage: &str, done: u64, total: u64) {
-        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((stage.to_string(), done, total));
+        let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        match reports.last_mut() {
+            Some(last) if last.0 == stage => (last.1, last.2) = (done, total),
+            _ => reports.push((stage.to_string(), done, total)),
+        }
     }
 
     fn stop_requested(&self) -> bool {
@@ -35,9 +47,9 @@ static ONE_JOB: Mutex<()> = Mutex::new(());
 
 /// Runs the job of the command-line `words` (`["lqs", "fit", "--labels", ...]`) on a thread
 /// of its own with the GIL released; its `CREATE FUNCTION`s also find libraries in
-/// `plugin_path`. `on_progress(stage, done, total)` is called from this
-/// thread when the progress changes; Ctrl-C asks the job to stop at its next step and raises
-/// `KeyboardInterrupt` once it has.
+/// `plugin_path`. `on_progress(stage, done, total)` is called on the calling thread every
+/// [`TICK`] with the last progress of each stage reported since. Ctrl-C (or an exception
+/// from `on_progress`) asks the job to stop at its next step and is raised once it has.
 #[pyfunction]
 #[pyo3(signature = (words, plugin_path=Vec::new(), on_progress=None))]
 pub fn run_job(
@@ -61,21 +73,19 @@ pub fn run_job(
             outcome
         })
         .map_err(|e| DeltError::new_err(format!("cannot start the job's thread: {e}")))?;
-    let mut shown = None;
+    // The exception that ends the call (Ctrl-C, or one the callback raised): the job is asked
+    // to stop, and waited for.
     let mut interrupted = None;
     loop {
         let receiver = &mut finished;
         let waited = py.detach(move || receiver.recv_timeout(TICK));
-        let now = observer
-            .progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let (Some(callback), Some(progress)) = (&on_progress, &now)
-            && shown.as_ref() != Some(progress)
-        {
-            callback.call1(py, progress.clone())?;
-            shown = now;
+        for report in observer.take() {
+            if let (Some(callback), None) = (&on_progress, &interrupted)
+                && let Err(e) = callback.call1(py, report)
+            {
+                observer.stop.store(true, Ordering::Relaxed);
+                interrupted = Some(e);
+            }
         }
         if waited != Err(RecvTimeoutError::Timeout) {
             break;

@@ -15,6 +15,7 @@ mod wait;
 #[pymodule]
 fn _delt(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<session::Session>()?;
+    module.add_class::<stream::Stream>()?;
     module.add_function(wrap_pyfunction!(jobs::run_job, module)?)?;
     error::register(module)?;
     Ok(())

@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use tokio::sync::Mutex;
 
 use crate::error::to_py;
-use crate::stream::BatchReader;
+use crate::stream::Stream;
 use crate::wait::wait;
 
 /// A delt session: tables, functions (`CREATE FUNCTION`), settings and S3 stores registered
@@ -100,15 +100,16 @@ impl Session {
         PyArrowType(table).into_pyobject(py).map(Some)
     }
 
-    /// As [`sql`](Self::sql), but the last query's result is a `pyarrow.RecordBatchReader`
-    /// that runs the query as it is read: a large result never sits whole in memory.
+    /// As [`sql`](Self::sql), but returns the last query's result as a [`Stream`] that runs
+    /// the query as it is read (`delt.sql_stream` makes it a `pyarrow.RecordBatchReader`): a
+    /// large result never sits whole in memory.
     #[pyo3(signature = (query, params=None))]
-    fn sql_stream<'py>(
+    fn sql_stream(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         query: &str,
         params: Option<HashMap<String, String>>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+    ) -> PyResult<Option<Stream>> {
         let runner = Arc::clone(&self.runner);
         let query = query.to_string();
         let stream = wait(
@@ -116,11 +117,7 @@ impl Session {
             move || async move { run(&runner, &query, params).await },
         )?
         .map_err(to_py)?;
-        let Some(stream) = stream else {
-            return Ok(None);
-        };
-        let reader: Box<dyn RecordBatchReader + Send> = Box::new(BatchReader::new(stream));
-        PyArrowType(reader).into_pyobject(py).map(Some)
+        Ok(stream.map(Stream::new))
     }
 
     /// Registers `data` as table `name`: anything with `__arrow_c_stream__` (a pyarrow Table

@@ -69,11 +69,38 @@ def test_register_a_pyarrow_table_and_a_pandas_frame():
         session.sql("SELECT * FROM pandas_docs")
 
 
-def test_register_a_record_batch_reader_and_files(tmp_path):
+def test_arrow_buffers_cross_without_a_copy():
+    session = delt.Session()
+    docs = pa.table({"id": list(range(1000)), "text": [f"document {i}" for i in range(1000)]})
+    session.register("docs", docs)
+    back = session.sql("SELECT * FROM docs")
+    streamed = session.sql_stream("SELECT text FROM docs").read_next_batch()
+
+    def addresses(array):
+        return [b.address for b in array.buffers() if b is not None]
+
+    for name in ("id", "text"):
+        assert addresses(back.column(name).chunks[0]) == addresses(docs.column(name).chunks[0])
+    assert addresses(streamed.column(0)) == addresses(docs.column("text").chunks[0])
+
+
+class CStreamOnly:
+    """Not a pyarrow object: only the Arrow PyCapsule stream interface (as polars has)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        return self._table.__arrow_c_stream__(requested_schema)
+
+
+def test_register_a_record_batch_reader_a_c_stream_and_files(tmp_path):
     session = delt.Session()
     batches = [pa.record_batch({"x": list(range(i * 10, i * 10 + 10))}) for i in range(3)]
     session.register("stream", pa.RecordBatchReader.from_batches(batches[0].schema, batches))
     assert session.sql("SELECT sum(x) AS s FROM stream").column("s").to_pylist() == [435]
+    session.register("capsule", CStreamOnly(pa.table({"y": ["a", "b", None]})))
+    assert session.sql("SELECT count(y) AS n FROM capsule").column("n").to_pylist() == [2]
     pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "x.parquet")
     session.register_parquet("parquet_x", tmp_path / "x.parquet")
     session.register_json("docs", DOCS)
@@ -116,11 +143,13 @@ def test_a_streamed_result_larger_than_the_memory_limit():
     assert rows == 1_000_000
     assert nbytes > 4 * limit, "the result is several times the memory limit"
     assert first == 0
+    unsortable = "SELECT value, repeat('x', 40) AS pad FROM range(0, 1000000) ORDER BY value DESC"
     with pytest.raises(delt.ExecutionError, match="memory-limit"):
-        delt.sql(
-            "SELECT value, repeat('x', 40) AS pad FROM range(0, 1000000) ORDER BY value DESC",
-            memory_limit=1 << 10,
-        )
+        delt.sql(unsortable, memory_limit=1 << 10)
+    # The same error when it comes while a stream is read.
+    reader = delt.sql_stream(unsortable, memory_limit=1 << 10)
+    with pytest.raises(delt.ExecutionError, match="memory-limit"):
+        reader.read_all()
 
 
 def test_bad_queries_raise_delt_errors_with_the_command_lines_message(delt_exe, tmp_path):
