@@ -4,8 +4,9 @@
 //! retried, when there are any.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use datafusion::physical_plan::ExecutionPlan;
@@ -155,11 +156,92 @@ fn rows_read(plan: &Arc<dyn ExecutionPlan>) -> usize {
     children.into_iter().map(rows_read).sum()
 }
 
-/// A bar of done/total steps with an ETA for the jobs that know their length (LQS, efficacy);
-/// hidden when not `enabled`.
-pub fn progress_bar(enabled: bool) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
+/// Receives the progress of the long jobs (LQS, efficacy) and tells them when to stop; an
+/// embedder that runs them (the Python module) installs one with [`observe_jobs`].
+pub trait JobObserver: Send + Sync {
+    /// `done` of `total` steps of the job's current `stage` are done.
+    fn progress(&self, stage: &str, done: u64, total: u64);
+    /// Whether the job should stop at its next step (it then fails with a "stopped" error).
+    fn stop_requested(&self) -> bool;
+}
+
+/// The observer of the jobs of this process, if any.
+static OBSERVER: RwLock<Option<Arc<dyn JobObserver>>> = RwLock::new(None);
+
+/// Sends the progress of the jobs that start from now on to `observer` (`None`: to the bar on
+/// stderr again). One observer serves the whole process: run one observed job at a time.
+pub fn observe_jobs(observer: Option<Arc<dyn JobObserver>>) {
+    *OBSERVER.write().unwrap_or_else(|e| e.into_inner()) = observer;
+}
+
+/// The done/total progress of a job that knows its length (LQS, efficacy): a bar with an ETA
+/// on stderr, or the calls of the process's [`JobObserver`] when one is installed; it also
+/// carries the observer's request to stop.
+pub struct JobBar {
+    bar: ProgressBar,
+    observer: Option<Arc<dyn JobObserver>>,
+}
+
+impl JobBar {
+    /// The stage the job is in.
+    pub fn message(&self) -> String {
+        self.bar.message()
+    }
+
+    /// Names the current stage.
+    pub fn set_message(&self, stage: impl Into<std::borrow::Cow<'static, str>>) {
+        self.bar.set_message(stage);
+    }
+
+    /// The steps of the current stage.
+    pub fn length(&self) -> Option<u64> {
+        self.bar.length()
+    }
+
+    /// Sets the steps of the current stage.
+    pub fn set_length(&self, total: u64) {
+        self.bar.set_length(total);
+    }
+
+    /// Sets the steps done; `Break` when the job should stop.
+    pub fn set_position(&self, done: u64) -> ControlFlow<()> {
+        self.bar.set_position(done);
+        self.report()
+    }
+
+    /// Counts `steps` more done; `Break` when the job should stop.
+    pub fn inc(&self, steps: u64) -> ControlFlow<()> {
+        self.bar.inc(steps);
+        self.report()
+    }
+
+    /// Removes the bar.
+    pub fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    fn report(&self) -> ControlFlow<()> {
+        let Some(observer) = &self.observer else {
+            return ControlFlow::Continue(());
+        };
+        let total = self.bar.length().unwrap_or(0);
+        observer.progress(&self.bar.message(), self.bar.position(), total);
+        match observer.stop_requested() {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// The progress of a job that knows its length: the process's [`JobObserver`] if one is
+/// installed, else a bar of done/total steps with an ETA on stderr, hidden when not `enabled`.
+pub fn progress_bar(enabled: bool) -> JobBar {
+    let observer = OBSERVER.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if !enabled || observer.is_some() {
+        return JobBar {
+            bar: ProgressBar::hidden(),
+            observer,
+        };
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -167,5 +249,8 @@ pub fn progress_bar(enabled: bool) -> ProgressBar {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    bar
+    JobBar {
+        bar,
+        observer: None,
+    }
 }

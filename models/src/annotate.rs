@@ -23,6 +23,7 @@
 //! `CANDLE_NUM_THREADS=1` (the `delt` CLI sets it): otherwise candle spreads every
 //! elementwise op over a pool of spinning threads of its own, which compete with the passes.
 
+use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use candle_core::DType;
@@ -200,14 +201,15 @@ impl<'a> Passes<'a> {
     }
 
     /// Per-document gradient norms (and dots with `direction`) at `theta`, one pass per
-    /// batch of documents; `done(n)` after each pass of n documents.
+    /// batch of documents; `done(n)` after each pass of n documents, which stops the passes
+    /// with [`ModelError::Stopped`] when it breaks.
     fn sequence_gradients(
         &mut self,
         theta: &[f64],
         batches: &[Vec<usize>],
         docs: &[Vec<u32>],
         direction: Option<&[f64]>,
-        done: &(dyn Fn(usize) + Sync),
+        done: &(dyn Fn(usize) -> ControlFlow<()> + Sync),
     ) -> Result<Vec<SequenceGradients>> {
         self.load(0, theta)?;
         let lm = self.lm;
@@ -217,8 +219,10 @@ impl<'a> Passes<'a> {
                 .map(|batch| {
                     let docs: Vec<&[u32]> = batch.iter().map(|&i| docs[i].as_slice()).collect();
                     let g = lm.sequence_gradients(&docs, direction)?;
-                    done(batch.len());
-                    Ok(g)
+                    match done(batch.len()) {
+                        ControlFlow::Continue(()) => Ok(g),
+                        ControlFlow::Break(()) => Err(ModelError::Stopped),
+                    }
                 })
                 .collect()
         })
@@ -245,13 +249,14 @@ fn batch(n: usize, batch_size: usize, seed: u64, t: usize) -> Vec<usize> {
 
 /// Labels every proxy document, starting from `lm`'s current weights; on success `lm` holds
 /// theta_T. `progress(stage, done, total)` is called as work advances (stages: `warm-up`,
-/// `trajectory`, `co-state`, `documents`).
+/// `trajectory`, `co-state`, `documents`); when it breaks, the annotation ends with
+/// [`ModelError::Stopped`].
 pub fn annotate(
     lm: &ProxyLm,
     proxy: &[Vec<u32>],
     target: &[Vec<u32>],
     options: &AnnotateOptions,
-    progress: &mut (dyn FnMut(&str, usize, usize) + Send),
+    progress: &mut (dyn FnMut(&str, usize, usize) -> ControlFlow<()> + Send),
 ) -> Result<Vec<DocLabel>> {
     let o = options;
     if target.is_empty() {
@@ -305,7 +310,9 @@ pub fn annotate(
     let mut theta = lm.flat_params()?;
     for t in 0..o.warmup_steps {
         sgd_step(&mut passes, &mut theta, t, !o.seed, o.warmup_lr, "warm-up")?;
-        progress("warm-up", t + 1, o.warmup_steps);
+        if progress("warm-up", t + 1, o.warmup_steps).is_break() {
+            return Err(ModelError::Stopped);
+        }
     }
 
     // 1. Trajectory. Only theta at the scored steps (the segment starts) and theta_T are
@@ -317,7 +324,9 @@ pub fn annotate(
             starts.push(theta.clone());
         }
         sgd_step(&mut passes, &mut theta, t, o.seed, o.lr, "trajectory")?;
-        progress("trajectory", t + 1, o.steps);
+        if progress("trajectory", t + 1, o.steps).is_break() {
+            return Err(ModelError::Stopped);
+        }
     }
     let theta_final = theta;
 
@@ -365,7 +374,9 @@ pub fn annotate(
                     "co-state became non-finite at step {t}: lower the learning rate"
                 )));
             }
-            progress("co-state", o.steps - t, o.steps);
+            if progress("co-state", o.steps - t, o.steps).is_break() {
+                return Err(ModelError::Stopped);
+            }
         }
     }
 
@@ -385,7 +396,7 @@ pub fn annotate(
         let mut reported = reported.lock().unwrap_or_else(|e| e.into_inner());
         reported.0 += n;
         let done = reported.0;
-        (reported.1)("documents", done, total);
+        (reported.1)("documents", done, total)
     };
     for (j, theta_j) in checkpoints.iter().enumerate() {
         let direction = lambda_after.get(j).map(Vec::as_slice);

@@ -25,6 +25,9 @@ pub enum ModelError {
     /// A tensor operation failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The caller's progress callback asked the job to stop.
+    #[error("stopped on request before the end")]
+    Stopped,
 }
 
 /// Result of this crate.

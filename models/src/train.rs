@@ -4,6 +4,7 @@
 //! decay; losses on evaluation sets are measured as training goes.
 
 use std::f64::consts::PI;
+use std::ops::ControlFlow;
 
 use candle_core::DType;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -88,13 +89,14 @@ pub fn mean_token_loss(lm: &ProxyLm, docs: &[Vec<u32>]) -> Result<f64> {
 }
 
 /// Trains `lm` on `stream` in order, `batch_size` documents per step, and evaluates the
-/// mean token loss of each of `eval_sets`. `progress(done, total)` follows the steps.
+/// mean token loss of each of `eval_sets`. `progress(done, total)` follows the steps; when it
+/// breaks, training ends with [`ModelError::Stopped`].
 pub fn train(
     lm: &ProxyLm,
     stream: &[&[u32]],
     eval_sets: &[&[Vec<u32>]],
     options: &TrainOptions,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
 ) -> Result<TrainCurve> {
     let o = options;
     if o.batch_size == 0 || o.eval_every == 0 {
@@ -150,7 +152,9 @@ pub fn train(
         if (step + 1) % o.eval_every == 0 || step + 1 == total {
             curve.evals.push(evaluate(step + 1, tokens)?);
         }
-        progress(step + 1, total);
+        if progress(step + 1, total).is_break() {
+            return Err(ModelError::Stopped);
+        }
     }
     Ok(curve)
 }

@@ -1,6 +1,9 @@
 //! LQS annotation on a synthetic corpus where the answer is known: proxy documents that
 //! follow the target's rule must outscore noise.
 
+use std::ops::ControlFlow;
+
+use delt_models::ModelError;
 use delt_models::annotate::{AnnotateOptions, annotate};
 use delt_models::candle_core::{DType, Device};
 use delt_models::llama::LlamaConfig;
@@ -88,6 +91,7 @@ fn target_like_documents_outscore_noise_and_runs_repeat_exactly() {
             if done == total {
                 stages.push(stage.to_string());
             }
+            ControlFlow::Continue(())
         },
     )
     .unwrap();
@@ -133,7 +137,10 @@ fn target_like_documents_outscore_noise_and_runs_repeat_exactly() {
         threads: 1,
         ..options()
     };
-    let again = annotate(&lm, &proxy, &target, &one_thread, &mut |_, _, _| {}).unwrap();
+    let again = annotate(&lm, &proxy, &target, &one_thread, &mut |_, _, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(labels, again, "same inputs and seed, same labels");
 }
 
@@ -142,15 +149,19 @@ fn bad_inputs_are_refused_with_the_reason() {
     let Setup {
         lm, proxy, target, ..
     } = setup();
-    let e = annotate(&lm, &proxy, &[], &options(), &mut |_, _, _| {})
-        .unwrap_err()
-        .to_string();
+    let e = annotate(&lm, &proxy, &[], &options(), &mut |_, _, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("target set is empty"), "{e}");
     let mut short = proxy.clone();
     short[5] = vec![3];
-    let e = annotate(&lm, &short, &target, &options(), &mut |_, _, _| {})
-        .unwrap_err()
-        .to_string();
+    let e = annotate(&lm, &short, &target, &options(), &mut |_, _, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("proxy document 5 has fewer than two tokens"),
         "{e}"
@@ -159,11 +170,31 @@ fn bad_inputs_are_refused_with_the_reason() {
         lr: 1e6,
         ..options()
     };
-    let e = annotate(&lm, &proxy, &target, &wild, &mut |_, _, _| {})
-        .unwrap_err()
-        .to_string();
+    let e = annotate(&lm, &proxy, &target, &wild, &mut |_, _, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("diverged at trajectory step") || e.contains("non-finite"),
         "{e}"
     );
+}
+
+#[test]
+fn a_progress_callback_that_breaks_stops_the_annotation() {
+    let Setup {
+        lm, proxy, target, ..
+    } = setup();
+    let mut calls = 0;
+    let stopped = annotate(&lm, &proxy, &target, &options(), &mut |_, _, _| {
+        calls += 1;
+        if calls == 3 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    assert!(matches!(stopped, Err(ModelError::Stopped)), "{stopped:?}");
+    assert_eq!(calls, 3, "no progress after the break");
 }

@@ -6,6 +6,8 @@
 
 #![cfg(feature = "cuda")]
 
+use std::ops::ControlFlow;
+
 use candle_core::{DType, Device, Tensor};
 use delt_models::annotate::{AnnotateOptions, annotate};
 use delt_models::bert::TextEncoder;
@@ -135,7 +137,10 @@ fn lqs_labels_agree_across_devices() {
     };
     let label = |device: &Device| {
         let lm = ProxyLm::new(proxy_config(), 1, DType::F32, device).unwrap();
-        annotate(&lm, &proxy, &target, &options, &mut |_, _, _| {}).unwrap()
+        annotate(&lm, &proxy, &target, &options, &mut |_, _, _| {
+            ControlFlow::Continue(())
+        })
+        .unwrap()
     };
     let a = label(&Device::Cpu);
     let b = label(&gpu());

@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::allocator::{FreedMemory, tune_allocator};
 use super::lqs::ShapeArgs;
-use super::small_runtime;
+use super::{Process, small_runtime};
 use crate::DeltSession;
 
 #[derive(Subcommand, Debug)]
@@ -88,15 +88,22 @@ pub struct EfficacyArgs {
     quiet: bool,
 }
 
-/// Runs `delt bench <command>`.
-pub(super) fn run(command: BenchCommand) -> anyhow::Result<()> {
-    tune_allocator(FreedMemory::All, None);
+/// Runs `delt bench <command>` in `process`; the arms' `CREATE FUNCTION`s also look for
+/// libraries in `plugin_dirs`.
+pub(super) fn run(
+    command: BenchCommand,
+    process: Process,
+    plugin_dirs: &[PathBuf],
+) -> anyhow::Result<()> {
+    if process == Process::Delt {
+        tune_allocator(FreedMemory::All, None);
+    }
     match command {
-        BenchCommand::Efficacy(args) => efficacy(args),
+        BenchCommand::Efficacy(args) => efficacy(args, plugin_dirs),
     }
 }
 
-fn efficacy(args: EfficacyArgs) -> anyhow::Result<()> {
+fn efficacy(args: EfficacyArgs, plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
     use crate::efficacy::{EfficacyJob, ModelShape, read_inputs, run_experiment, write_outputs};
     let started = std::time::Instant::now();
     anyhow::ensure!(args.seeds > 0, "--seeds must be at least 1");
@@ -134,7 +141,10 @@ fn efficacy(args: EfficacyArgs) -> anyhow::Result<()> {
         baseline: args.baseline,
         progress: !args.quiet,
     };
-    let ctx = DeltSession::new().build()?;
+    let session = plugin_dirs.iter().fold(DeltSession::new(), |session, dir| {
+        session.with_plugin_dir(dir)
+    });
+    let ctx = session.build()?;
     let inputs = small_runtime()?.block_on(read_inputs(&ctx, &job))?;
     let prepared = started.elapsed().as_secs_f64();
     let (runs, parameters) = run_experiment(&inputs, &job)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::allocator::{FreedMemory, tune_allocator};
-use super::small_runtime;
+use super::{Process, small_runtime};
 use crate::DeltSession;
 
 #[derive(Subcommand, Debug)]
@@ -123,12 +123,16 @@ pub struct FitArgs {
     quiet: bool,
 }
 
-/// Runs `delt lqs <command>`.
-pub(super) fn run(command: LqsCommand) -> anyhow::Result<()> {
-    tune_allocator(FreedMemory::All, None);
+/// Runs `delt lqs <command>` in `process`.
+pub(super) fn run(command: LqsCommand, process: Process) -> anyhow::Result<()> {
+    if process == Process::Delt {
+        tune_allocator(FreedMemory::All, None);
+    }
     match command {
         LqsCommand::Annotate(args) => {
-            candle_ops_on_the_calling_thread();
+            if process == Process::Delt {
+                candle_ops_on_the_calling_thread();
+            }
             annotate(args)
         }
         LqsCommand::Fit(args) => fit(args),

@@ -8,6 +8,8 @@
 //! May import: every other module of the crate; nothing imports `cli`. Errors are `anyhow` here,
 //! at the edge, and `DeltError` below it.
 
+use std::path::PathBuf;
+
 use anyhow::anyhow;
 use clap::{ArgMatches, Parser, Subcommand};
 
@@ -71,11 +73,45 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
             matches.subcommand_matches("sql").expect("sql command"),
         ),
         Command::Plugins { command } => plugins::run(command),
-        Command::Lqs { command } => lqs::run(command),
-        Command::Bench { command } => bench::run(command),
+        Command::Lqs { command } => lqs::run(command, Process::Delt),
+        Command::Bench { command } => bench::run(command, Process::Delt, &[]),
         Command::Cluster { command } => cluster::run(command),
         Command::PluginWorker(args) => plugins::serve(args),
     }
+}
+
+/// Runs a `delt lqs ...` or `delt bench ...` job from its command-line words without the
+/// leading `delt` (`["lqs", "fit", "--labels", "labels.parquet", ...]`), with the options,
+/// defaults and messages of the command line, for a program that embeds the library (the
+/// Python module): its progress goes to the [`JobObserver`](crate::progress::JobObserver)
+/// installed, if any, and the process's allocator and environment are left as they are.
+/// `plugin_dirs` are where the job's `CREATE FUNCTION`s find libraries named without a path
+/// (see [`DeltSession::with_plugin_dir`](crate::DeltSession::with_plugin_dir)). Other
+/// commands are refused.
+pub fn run_job<S: AsRef<str>>(words: &[S], plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let argv = std::iter::once("delt").chain(words.iter().map(AsRef::as_ref));
+    match Cli::try_parse_from(argv)?.command {
+        Command::Lqs { command } => lqs::run(command, Process::Embedded),
+        Command::Bench { command } => bench::run(command, Process::Embedded, plugin_dirs),
+        _ => Err(anyhow!(
+            "not a delt job: {} (only `lqs ...` and `bench ...` are)",
+            words
+                .iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+    }
+}
+
+/// The process a job runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Process {
+    /// The `delt` command line, which owns the process: the job may tune the allocator and
+    /// set environment variables before it starts threads.
+    Delt,
+    /// A program embedding the library: the process's settings are not the job's to change.
+    Embedded,
 }
 
 /// A runtime for the jobs that only read their inputs through the engine.

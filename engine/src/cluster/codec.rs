@@ -112,7 +112,7 @@ impl PluginFunctions {
         let path = if remote_library::is_remote(&call.library) {
             block_on(remote_library::fetch(&call.library)).map_err(failed)?
         } else {
-            find_library(&call.library).map_err(|e| failed(DataFusionError::Plan(e.to_string())))?
+            find_library(&call.library, &[]).map_err(|e| failed(DataFusionError::Plan(e.to_string())))?
         };
         let udf = Arc::new(
             call.make_deferred(&path, &PluginRegistry::default(), self.device.as_deref())

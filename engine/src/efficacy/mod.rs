@@ -32,6 +32,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use delt_models::ModelError;
 use delt_models::candle_core::DType;
 use delt_models::device::{DeviceRequest, auto_reason, describe};
 use delt_models::llama::LlamaConfig;
@@ -465,9 +466,12 @@ pub fn run_experiment(inputs: &Inputs, job: &EfficacyJob) -> Result<(Vec<Run>, u
             options.eval_every = steps.div_ceil(job.evals.max(1)).max(1);
             let refs: Vec<&[u32]> = stream.iter().map(Vec::as_slice).collect();
             let curve = train(&lm, &refs, &[target, heldout], &options, &mut |step, _| {
-                bar.set_position((done + step) as u64);
+                bar.set_position((done + step) as u64)
             })
-            .map_err(|e| DeltError::Config(format!("arm {}, seed {seed}: {e}", arm.name)))?;
+            .map_err(|e| match e {
+                ModelError::Stopped => DeltError::Model(e),
+                e => DeltError::Config(format!("arm {}, seed {seed}: {e}", arm.name)),
+            })?;
             done += steps_of(stream);
             let last = curve.evals.last().map_or(&[][..], |e| e.losses.as_slice());
             runs.push(Run {

@@ -122,7 +122,7 @@ pub fn annotate_texts(proxy: &Texts, target: &Texts, job: &AnnotateJob) -> Resul
                 bar.set_message(stage.to_string());
                 bar.set_length(total as u64);
             }
-            bar.set_position(done as u64);
+            let go_on = bar.set_position(done as u64);
             if stage_seconds.last().is_none_or(|(s, _)| s != stage) {
                 stage_seconds.push((stage.to_string(), 0.0));
                 stage_started = last_call;
@@ -131,6 +131,7 @@ pub fn annotate_texts(proxy: &Texts, target: &Texts, job: &AnnotateJob) -> Resul
             if let Some(last) = stage_seconds.last_mut() {
                 last.1 = (last_call - stage_started).as_secs_f64();
             }
+            go_on
         },
     )?;
     bar.finish_and_clear();

@@ -145,7 +145,9 @@ pub fn fit(job: &FitJob, texts: &[String], gamma: &[f64]) -> Result<FitReport> {
         let e = encoder.embed(&refs, 32)?;
         let e = e.to_dtype(DType::F64).and_then(|e| e.to_vec2::<f64>());
         embeddings.extend(e.map_err(delt_models::ModelError::from)?);
-        bar.inc(chunk.len() as u64);
+        if bar.inc(chunk.len() as u64).is_break() {
+            return Err(delt_models::ModelError::Stopped.into());
+        }
     }
     bar.finish_and_clear();
     // A seeded split: every document whose hash falls below the fraction validates.

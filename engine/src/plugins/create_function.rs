@@ -17,6 +17,7 @@
 //!   the query; `in-process`, the default) are delt's; every other option goes to the plugin,
 //!   as a number or boolean when it reads as one, else as a string.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -37,15 +38,18 @@ use crate::plugins::remote_library;
 pub struct DeltFunctionFactory {
     registry: Arc<PluginRegistry>,
     isolation: Isolation,
+    dirs: Vec<PathBuf>,
 }
 
 impl DeltFunctionFactory {
     /// A factory loading libraries through `registry`; functions whose body names no
-    /// `isolation` get `isolation`.
-    pub fn new(registry: Arc<PluginRegistry>, isolation: Isolation) -> Self {
+    /// `isolation` get `isolation`; a library named without a path is looked for in `dirs`
+    /// first (see [`find_library`]).
+    pub fn new(registry: Arc<PluginRegistry>, isolation: Isolation, dirs: Vec<PathBuf>) -> Self {
         Self {
             registry,
             isolation,
+            dirs,
         }
     }
 }
@@ -149,7 +153,7 @@ impl FunctionFactory for DeltFunctionFactory {
         let path = if remote_library::is_remote(&body.library) {
             remote_library::fetch(&body.library).await?
         } else {
-            find_library(&body.library).map_err(|e| DataFusionError::Plan(e.to_string()))?
+            find_library(&body.library, &self.dirs).map_err(|e| DataFusionError::Plan(e.to_string()))?
         };
         let library = self
             .registry

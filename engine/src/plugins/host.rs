@@ -721,10 +721,10 @@ pub fn libraries_in(path_list: &str) -> Vec<PathBuf> {
 }
 
 /// The library a `CREATE FUNCTION` body names. A path (with a `/` or a library extension) is
-/// taken as it is; a bare name such as `delt_lqs` is the library `libdelt_lqs.so` found in the
-/// directories of `DELT_PLUGIN_PATH`, then beside the `delt` executable (where `cargo build`
-/// puts delt's own plugins).
-pub fn find_library(name: &str) -> Result<PathBuf, PluginError> {
+/// taken as it is; a bare name such as `delt_lqs` is the library `libdelt_lqs.so` found in
+/// `dirs` (the session's plugin directories), then the directories of `DELT_PLUGIN_PATH`,
+/// then beside the `delt` executable (where `cargo build` puts delt's own plugins).
+pub fn find_library(name: &str, dirs: &[PathBuf]) -> Result<PathBuf, PluginError> {
     let path = Path::new(name);
     if name.contains(std::path::MAIN_SEPARATOR) || path.extension().is_some() {
         return Ok(path.to_path_buf());
@@ -734,9 +734,10 @@ pub fn find_library(name: &str) -> Result<PathBuf, PluginError> {
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     );
-    let mut dirs: Vec<PathBuf> = std::env::var_os("DELT_PLUGIN_PATH")
-        .map(|list| std::env::split_paths(&list).collect())
-        .unwrap_or_default();
+    let mut dirs = dirs.to_vec();
+    if let Some(list) = std::env::var_os("DELT_PLUGIN_PATH") {
+        dirs.extend(std::env::split_paths(&list));
+    }
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
@@ -748,7 +749,8 @@ pub fn find_library(name: &str) -> Result<PathBuf, PluginError> {
         .find(|p| p.is_file())
         .ok_or_else(|| {
             PluginError::NotFound(PathBuf::from(format!(
-                "{file} (searched DELT_PLUGIN_PATH and the delt executable's directory: {})",
+                "{file} (searched the session's plugin directories, DELT_PLUGIN_PATH and the \
+                 delt executable's directory: {})",
                 dirs.iter()
                     .map(|d| d.display().to_string())
                     .collect::<Vec<_>>()

@@ -50,9 +50,20 @@ pub struct Runner {
     format: ResultFormat,
     progress: bool,
     quiet: bool,
-    out: Box<dyn Write + Send>,
+    out: Box<dyn Write + Send + Sync>,
     running: RunningStatement,
     resume: Option<ResumeMode>,
+}
+
+/// What becomes of a query's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Results {
+    /// Printed in the runner's format.
+    Print,
+    /// Computed and dropped.
+    Drop,
+    /// Returned as a stream, unread.
+    Return,
 }
 
 /// Which statement a [`Runner`] is running, readable from outside it (for example by a
@@ -92,6 +103,12 @@ impl Runner {
         self
     }
 
+    /// Replaces the values for `${name}`, for a runner that runs sources with parameters of
+    /// their own one after another.
+    pub fn set_params(&mut self, params: Params) {
+        self.params = params;
+    }
+
     /// How to print query results.
     pub fn with_format(mut self, format: ResultFormat) -> Self {
         self.format = format;
@@ -106,7 +123,7 @@ impl Runner {
     }
 
     /// Where query results go.
-    pub fn with_output(mut self, out: Box<dyn Write + Send>) -> Self {
+    pub fn with_output(mut self, out: Box<dyn Write + Send + Sync>) -> Self {
         self.out = out;
         self
     }
@@ -135,6 +152,30 @@ impl Runner {
 
     /// Runs the statements of `sql`; `origin` (a file name) appears in errors.
     pub async fn run_source(&mut self, sql: &str, origin: &str) -> Result<()> {
+        self.run_statements(sql, origin, false).await.map(drop)
+    }
+
+    /// Runs the statements of `sql` as [`run_source`](Self::run_source) does, except that
+    /// query results are not printed: the result of the last statement, when it is a query,
+    /// is returned as a stream in the query's order, which runs the query as it is read
+    /// (`None` when the last statement is not a query); the results of queries before it are
+    /// computed and dropped. For programs that embed delt (the Python module).
+    pub async fn run_source_returning(
+        &mut self,
+        sql: &str,
+        origin: &str,
+    ) -> Result<Option<SendableRecordBatchStream>> {
+        self.run_statements(sql, origin, true).await
+    }
+
+    /// Runs the statements of `sql`; with `returning`, the last one's result is returned
+    /// and earlier results dropped, otherwise results are printed.
+    async fn run_statements(
+        &mut self,
+        sql: &str,
+        origin: &str,
+        returning: bool,
+    ) -> Result<Option<SendableRecordBatchStream>> {
         let sql = self.params.bind(sql)?;
         let statements = DFParser::parse_sql(&sql).map_err(|e| {
             DeltError::Config(format!(
@@ -142,21 +183,28 @@ impl Runner {
                 DeltError::from(e)
             ))
         })?;
+        let last = statements.len().saturating_sub(1);
+        let mut result = None;
         for (index, statement) in statements.into_iter().enumerate() {
             let text = statement.to_string();
+            let results = match (returning, index == last) {
+                (false, _) => Results::Print,
+                (true, false) => Results::Drop,
+                (true, true) => Results::Return,
+            };
             self.running.set(Some(format!(
                 "statement {} of {origin} ({})",
                 index + 1,
                 snippet(&text)
             )));
-            let outcome = match AssertUnwindSafe(self.run_statement(statement, &text))
+            let outcome = match AssertUnwindSafe(self.run_statement(statement, &text, results))
                 .catch_unwind()
                 .await
             {
                 Ok(outcome) => outcome,
                 Err(payload) => Err(self.explain_panic(&text, payload).await),
             };
-            outcome.map_err(|source| DeltError::Statement {
+            result = outcome.map_err(|source| DeltError::Statement {
                 index: index + 1,
                 origin: origin.to_string(),
                 sql: snippet(&text),
@@ -164,15 +212,22 @@ impl Runner {
             })?;
             self.running.set(None);
         }
-        Ok(())
+        Ok(result)
     }
 
-    async fn run_statement(&mut self, statement: Statement, text: &str) -> Result<()> {
+    /// Runs one statement; a query's result goes where `results` says (the stream is
+    /// returned only for [`Results::Return`]).
+    async fn run_statement(
+        &mut self,
+        statement: Statement,
+        text: &str,
+        results: Results,
+    ) -> Result<Option<SendableRecordBatchStream>> {
         if let Some(format) = export::training_format(&statement) {
             let Statement::CopyTo(copy) = statement else {
                 unreachable!("only a COPY has a training format")
             };
-            return self.export(copy, format, text).await;
+            return self.export(copy, format, text).await.map(|()| None);
         }
         let plan = match self.ctx.state().statement_to_plan(statement).await {
             Ok(plan) => plan,
@@ -186,14 +241,14 @@ impl Runner {
         };
         match plan {
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
-                self.create_external_table(*cmd).await
+                self.create_external_table(*cmd).await.map(|()| None)
             }
-            LogicalPlan::Copy(copy) => self.copy(copy, text).await,
+            LogicalPlan::Copy(copy) => self.copy(copy, text).await.map(|()| None),
             plan @ (LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_)) => {
                 self.ctx.execute_logical_plan(plan).await?.collect().await?;
-                Ok(())
+                Ok(None)
             }
-            query => self.query(query).await,
+            query => self.query(query, results).await,
         }
     }
 
@@ -374,28 +429,31 @@ impl Runner {
         Ok(())
     }
 
-    async fn query(&mut self, plan: LogicalPlan) -> Result<()> {
+    async fn query(
+        &mut self,
+        plan: LogicalPlan,
+        results: Results,
+    ) -> Result<Option<SendableRecordBatchStream>> {
         let inputs = InputFiles::of_plan(&plan);
         if let Some(error) = diagnose::empty_parquet(&self.ctx, &inputs).await {
             return Err(error);
         }
-        let physical = self
-            .ctx
-            .execute_logical_plan(plan)
-            .await?
-            .create_physical_plan()
-            .await?;
-        let progress = Progress::start(&physical, self.progress);
+        let (stream, progress) = self.ordered_stream(plan).await?;
+        if results == Results::Return {
+            // Read by the caller: no progress line (it shows while the runner reads).
+            return Ok(Some(stream));
+        }
         let batches: std::result::Result<Vec<RecordBatch>, DataFusionError> =
-            execute_in_order(physical, self.ctx.task_ctx())?
-                .try_collect()
-                .await;
+            stream.try_collect().await;
         drop(progress);
         let batches = match batches {
             Ok(batches) => batches,
             Err(e) => return Err(diagnose::explain(&self.ctx, &inputs, e).await),
         };
-        self.print(&batches)
+        if results == Results::Print {
+            self.print(&batches)?;
+        }
+        Ok(None)
     }
 
     fn print(&mut self, batches: &[RecordBatch]) -> Result<()> {

@@ -40,6 +40,7 @@ pub struct DeltSession {
     threads: Option<usize>,
     batch_size: Option<usize>,
     plugins: Vec<PluginToLoad>,
+    plugin_dirs: Vec<PathBuf>,
     plugin_isolation: Isolation,
 }
 
@@ -88,6 +89,14 @@ impl DeltSession {
         self
     }
 
+    /// A directory where `CREATE FUNCTION` looks for a library named without a path (such
+    /// as `delt_lqs`), before `DELT_PLUGIN_PATH` and the executable's directory: for programs
+    /// whose executable is not `delt` (in the Python module it is the interpreter).
+    pub fn with_plugin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.plugin_dirs.push(dir.into());
+        self
+    }
+
     /// Where plugin functions run unless their `CREATE FUNCTION` says otherwise: in this
     /// process (the default) or each instance in a child process.
     pub fn with_plugin_isolation(mut self, isolation: Isolation) -> Self {
@@ -124,6 +133,7 @@ impl DeltSession {
             Some(DeltFunctionFactory::new(
                 Arc::clone(&plugins),
                 self.plugin_isolation,
+                self.plugin_dirs.clone(),
             )),
         )?;
         for plugin in &self.plugins {
