@@ -171,6 +171,10 @@ fn pipeline(input: &Path, out: &Path, plugin: &Path) -> Vec<String> {
             "COPY (SELECT id FROM '{input}/' WHERE top_k(score, 700) ORDER BY shuffle_order(7)) \
              TO '{out}/shuffled.parquet'"
         ),
+        // Every row tied: the fold is input order, which the tasks' slices must keep.
+        format!(
+            "COPY (SELECT id FROM '{input}/' ORDER BY fold_order(1.0, 3)) TO '{out}/ties.parquet'"
+        ),
     ]
 }
 
@@ -229,8 +233,6 @@ fn a_killed_executor_leaves_the_job_finished_elsewhere_or_failed_and_nothing_pub
     let input = dir.path().join("in");
     write_parquet_files(&input, &rows(6_000, 5, false), 6);
     let plugin = rust_plugin("misbehaving");
-    // Distinct scores (`+ id / 1e7`): after a task runs again elsewhere, rows tied on score
-    // across tasks may come in another order (docs/cluster.md, Limits).
     let statements = |out: &Path| {
         vec![
             format!(
@@ -239,8 +241,7 @@ fn a_killed_executor_leaves_the_job_finished_elsewhere_or_failed_and_nothing_pub
                 plugin.display()
             ),
             format!(
-                "COPY (SELECT id, slow_len(text) + id / 1e7 AS n FROM '{}/' \
-                 ORDER BY fold_order(n, 3)) \
+                "COPY (SELECT id, slow_len(text) AS n FROM '{}/' ORDER BY fold_order(n, 3)) \
                  TO '{}' STORED AS PARQUET OPTIONS (rows_per_shard 1000)",
                 input.display(),
                 out.display()

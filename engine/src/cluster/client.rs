@@ -49,9 +49,11 @@ pub async fn connect(session: &DeltSession, url: &str) -> Result<SessionContext>
         .get_extension::<PluginRegistry>()
         .unwrap_or_default();
     let functions = PluginFunctions::client(registry);
-    let config = local
-        .config()
-        .clone()
+    let mut config = local.config().clone();
+    // Tasks number their rows' fold positions by their first file (see `PartitionStart`), so
+    // partitions must be runs of whole files.
+    config.options_mut().optimizer.repartition_file_scans = false;
+    let config = config
         .with_option_extension(BucketOptions::default())
         .with_ballista_logical_extension_codec(Arc::new(DeltLogicalCodec::new(Arc::clone(
             &functions,

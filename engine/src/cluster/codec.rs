@@ -38,7 +38,7 @@ use crate::plugins::host::{PluginRegistry, find_library};
 use crate::plugins::remote_library;
 use crate::stages::fold::{FoldExec, FoldStrategy};
 use crate::stages::node::{Selection, Stage, StageNode};
-use crate::stages::order_key::OrderKeyExec;
+use crate::stages::order_key::{OrderKeyExec, PartitionStart};
 use crate::stages::select::SelectExec;
 
 /// First byte of every payload that delt's codecs write (Ballista's never start with it: a
@@ -112,7 +112,8 @@ impl PluginFunctions {
         let path = if remote_library::is_remote(&call.library) {
             block_on(remote_library::fetch(&call.library)).map_err(failed)?
         } else {
-            find_library(&call.library, &[]).map_err(|e| failed(DataFusionError::Plan(e.to_string())))?
+            find_library(&call.library, &[])
+                .map_err(|e| failed(DataFusionError::Plan(e.to_string())))?
         };
         let udf = Arc::new(
             call.make_deferred(&path, &PluginRegistry::default(), self.device.as_deref())
@@ -155,6 +156,24 @@ fn malformed(what: &str) -> DataFusionError {
         "a delt plan node in the plan is malformed ({what}): are all processes of the cluster \
          the same delt version?"
     ))
+}
+
+/// The partition starts of an `order_key` payload (`[[file, offset], ...]` or null).
+fn partition_starts_from(value: &Value) -> Result<Option<Arc<Vec<PartitionStart>>>> {
+    let Some(starts) = value.as_array() else {
+        return Ok(None);
+    };
+    starts
+        .iter()
+        .map(|start| {
+            Some(PartitionStart {
+                file: start.get(0)?.as_str()?.to_string(),
+                offset: start.get(1)?.as_u64()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|starts| Some(Arc::new(starts)))
+        .ok_or_else(|| malformed("starts"))
 }
 
 fn tagged(value: Value, buf: &mut Vec<u8>) {
@@ -365,13 +384,16 @@ impl PhysicalExtensionCodec for DeltPhysicalCodec {
         let input = Arc::clone(inputs.first().ok_or_else(|| malformed("no input"))?);
         let node = &value["node"];
         Ok(match node.as_str() {
-            Some("order_key") => Arc::new(OrderKeyExec::new(
-                input,
-                value["score"].as_u64().ok_or_else(|| malformed("score"))? as usize,
-                value["descending"]
-                    .as_bool()
-                    .ok_or_else(|| malformed("descending"))?,
-            )),
+            Some("order_key") => Arc::new(
+                OrderKeyExec::new(
+                    input,
+                    value["score"].as_u64().ok_or_else(|| malformed("score"))? as usize,
+                    value["descending"]
+                        .as_bool()
+                        .ok_or_else(|| malformed("descending"))?,
+                )
+                .with_partition_starts(partition_starts_from(&value["starts"])?),
+            ),
             Some("fold") => {
                 let Stage::Fold { layers, mode } = stage_from(&value["stage"])? else {
                     return Err(malformed("fold stage"));
@@ -396,7 +418,15 @@ impl PhysicalExtensionCodec for DeltPhysicalCodec {
     ) -> Result<()> {
         if let Some(keys) = node.downcast_ref::<OrderKeyExec>() {
             tagged(
-                json!({"node": "order_key", "score": keys.score(), "descending": keys.descending()}),
+                json!({
+                    "node": "order_key",
+                    "score": keys.score(),
+                    "descending": keys.descending(),
+                    "starts": keys.partition_starts().map(|starts| starts
+                        .iter()
+                        .map(|s| json!([s.file, s.offset]))
+                        .collect::<Vec<_>>()),
+                }),
                 buf,
             );
         } else if let Some(fold) = node.downcast_ref::<FoldExec>() {

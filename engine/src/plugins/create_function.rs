@@ -153,7 +153,8 @@ impl FunctionFactory for DeltFunctionFactory {
         let path = if remote_library::is_remote(&body.library) {
             remote_library::fetch(&body.library).await?
         } else {
-            find_library(&body.library, &self.dirs).map_err(|e| DataFusionError::Plan(e.to_string()))?
+            find_library(&body.library, &self.dirs)
+                .map_err(|e| DataFusionError::Plan(e.to_string()))?
         };
         let library = self
             .registry

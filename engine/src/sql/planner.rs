@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::memory_pool::MemoryLimit;
@@ -43,9 +44,28 @@ impl QueryPlanner for DeltQueryPlanner {
         let planner = DeltExtensionPlanner {
             distributed: self.distributed,
         };
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(planner)])
+        let plan = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(planner)])
             .create_physical_plan(logical_plan, session_state)
-            .await
+            .await?;
+        if !self.distributed {
+            return Ok(plan);
+        }
+        // The plan is final: record the files of each scan, for the tasks that will each read
+        // a slice of them (see `PartitionStart`).
+        plan.transform_up(|node| {
+            let Some(keys) = node.downcast_ref::<OrderKeyExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let starts = keys.input_files().map(Arc::new);
+            let keys = OrderKeyExec::new(
+                Arc::clone(keys.children()[0]),
+                keys.score(),
+                keys.descending(),
+            )
+            .with_partition_starts(starts);
+            Ok(Transformed::yes(Arc::new(keys) as Arc<dyn ExecutionPlan>))
+        })
+        .map(|transformed| transformed.data)
     }
 }
 

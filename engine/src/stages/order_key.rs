@@ -21,6 +21,9 @@ use datafusion::arrow::array::{Array, AsArray, Decimal128Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -45,6 +48,9 @@ pub struct OrderKeyExec {
     input: Arc<dyn ExecutionPlan>,
     score: usize,
     descending: bool,
+    /// Every file of the input in order, when the plan runs as tasks that each read a slice of
+    /// it (see [`PartitionStart`]).
+    partition_starts: Option<Arc<Vec<PartitionStart>>>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
@@ -73,9 +79,91 @@ impl OrderKeyExec {
             input,
             score,
             descending,
+            partition_starts: None,
             schema,
             properties,
         }
+    }
+
+    /// Numbers positions by `starts` (every file of the whole input, in order) rather than by
+    /// the partition a task executes.
+    pub fn with_partition_starts(mut self, starts: Option<Arc<Vec<PartitionStart>>>) -> Self {
+        self.partition_starts = starts;
+        self
+    }
+
+    /// Every file (or file range) the input scans, in input order, if the input is a file
+    /// scan under operators that keep its partitions (projections, filters, scorers).
+    pub fn input_files(&self) -> Option<Vec<PartitionStart>> {
+        let scan = file_scan(&self.input)?;
+        Some(
+            scan.file_groups
+                .iter()
+                .flat_map(|group| group.files())
+                .map(PartitionStart::of_file)
+                .collect(),
+        )
+    }
+
+    /// The partition number that positions of `partition` count from: its place in the whole
+    /// input.
+    fn global_partition(&self, partition: usize) -> Result<usize> {
+        let Some(starts) = &self.partition_starts else {
+            return Ok(partition);
+        };
+        let here = file_scan(&self.input)
+            .and_then(|scan| scan.file_groups.get(partition)?.files().first())
+            .map(PartitionStart::of_file);
+        here.as_ref()
+            .and_then(|here| starts.iter().position(|start| start == here))
+            .ok_or_else(|| {
+                datafusion::common::DataFusionError::Internal(format!(
+                    "OrderKeyExec: partition {partition} of this task ({here:?}) is not a file \
+                     of the input as planned: a cluster reads whole files, in groups"
+                ))
+            })
+    }
+}
+
+/// Where one scan partition starts: its first file and the byte offset in it.
+///
+/// A cluster runs each task on its own slice of the scan's partitions, numbered from 0 in
+/// every task, and may group the files into partitions otherwise than the plan did, so the
+/// partition number does not tell where rows sit in the input. The scheduler records every
+/// file of the scan in input order; a task numbers its partition by the place of the
+/// partition's first file in that list. Partitions are contiguous runs of whole files in a
+/// cluster (the client turns off splitting files into byte ranges), so these numbers order
+/// partitions as the input does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStart {
+    /// The file's path in its object store.
+    pub file: String,
+    /// The byte where the partition's range of the file starts (0: the whole file).
+    pub offset: u64,
+}
+
+impl PartitionStart {
+    fn of_file(file: &PartitionedFile) -> Self {
+        Self {
+            file: file.object_meta.location.to_string(),
+            offset: file.range.as_ref().map_or(0, |r| r.start as u64),
+        }
+    }
+}
+
+/// The file scan under `plan`, found through operators of one child that keep partitions.
+fn file_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+    if let Some(scan) = plan.downcast_ref::<DataSourceExec>() {
+        return scan.data_source().downcast_ref::<FileScanConfig>();
+    }
+    match plan.children().as_slice() {
+        [child]
+            if child.output_partitioning().partition_count()
+                == plan.output_partitioning().partition_count() =>
+        {
+            file_scan(child)
+        }
+        _ => None,
     }
 }
 
@@ -88,6 +176,11 @@ impl OrderKeyExec {
     /// Whether high scores come first.
     pub fn descending(&self) -> bool {
         self.descending
+    }
+
+    /// The partition starts positions are numbered by, if set.
+    pub fn partition_starts(&self) -> Option<&Arc<Vec<PartitionStart>>> {
+        self.partition_starts.as_ref()
     }
 }
 
@@ -153,11 +246,10 @@ impl ExecutionPlan for OrderKeyExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(Self::new(
-            children.swap_remove(0),
-            self.score,
-            self.descending,
-        )))
+        Ok(Arc::new(
+            Self::new(children.swap_remove(0), self.score, self.descending)
+                .with_partition_starts(self.partition_starts.clone()),
+        ))
     }
 
     fn with_new_children(
@@ -175,7 +267,7 @@ impl ExecutionPlan for OrderKeyExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let base = (partition as u64) << ROW_BITS;
+        let base = (self.global_partition(partition)? as u64) << ROW_BITS;
         let (schema, score, descending) = (Arc::clone(&self.schema), self.score, self.descending);
         let mut next_row = 0u64;
         let stream = self.input.execute(partition, context)?.map(move |batch| {
