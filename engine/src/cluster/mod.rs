@@ -8,12 +8,13 @@
 //! * the scheduler plans a fold so that everything below it (scan, scoring, keys) runs as one
 //!   task per input partition on the executors, and the fold takes all rows in one place
 //!   ([`crate::stages::fold::FoldStrategy::Gathered`]): the output equals a local run's,
-//!   since the fold's keys hold each row's input position whichever executor read it;
+//!   since the fold's keys hold each row's position in the whole input, whichever task read
+//!   it ([`crate::stages::order_key::PartitionStart`]);
 //! * the client ([`client`]) is the `delt sql` runner over a Ballista session: statements,
 //!   COPY, ordered and atomic output work as in a local run; JSON lines scans are shipped
 //!   with DataFusion's reader ([`portable_scans`]).
 //!
-//! Owns: `codec`, `scheduler`, `executor`, `client`, `portable_scans`.
+//! Owns: `codec`, `scheduler`, `executor`, `client`, `portable_scans`, `unavailable_function`.
 //! May import: `sql` (the session and planner), `stages`, `plugins`, `io`.
 
 pub mod client;

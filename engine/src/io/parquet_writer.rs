@@ -307,8 +307,9 @@ impl Write for Pieces {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Array, Int64Array, ListArray, StringArray};
+    use datafusion::arrow::array::{Array, Int64Array, ListArray, StringArray, StringViewArray};
     use datafusion::arrow::datatypes::{Field, Int64Type, Schema};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     use super::*;
 
@@ -366,6 +367,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test]
+    async fn views_are_written_as_the_plain_strings_they_hold() {
+        let texts = ["a", "a longer string than a view holds inline", ""];
+        let plain = RecordBatch::try_from_iter([(
+            "text",
+            Arc::new(StringArray::from_iter_values(texts)) as _,
+        )])
+        .unwrap();
+        let views = RecordBatch::try_from_iter([(
+            "text",
+            Arc::new(StringViewArray::from_iter_values(texts)) as _,
+        )])
+        .unwrap();
+        let file = file_in_batches(&views, &[2]).await;
+        assert!(file == file_in_batches(&plain, &[2]).await);
+        let read = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(file)).unwrap();
+        assert_eq!(read.schema().field(0).data_type(), &DataType::Utf8);
     }
 
     #[test]

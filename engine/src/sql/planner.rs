@@ -28,7 +28,8 @@ pub struct DeltQueryPlanner {
 impl DeltQueryPlanner {
     /// The planner of a cluster's scheduler: a fold gathers its input into one partition
     /// ([`FoldStrategy::Gathered`]), so that everything below it runs as a separate stage of
-    /// one task per input partition, spread over the executors.
+    /// one task per input partition, spread over the executors; fold keys number rows by the
+    /// scan's files ([`PartitionStart`](crate::stages::order_key::PartitionStart)).
     pub fn distributed() -> Self {
         Self { distributed: true }
     }
