@@ -1,4 +1,5 @@
-//! Fused CPU kernels for encoder inference.
+//! Fused CPU kernels for inference: the encoder's layers here, the causal LM's in
+//! [`crate::llama`] (`cpu_forward`), which share the matrix product and row kernels below.
 //!
 //! candle builds a BERT layer from whole-tensor ops that each allocate and sweep the
 //! activations: a bias addition after every matrix product, the residual sum, the attention
@@ -23,14 +24,14 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// The contiguous f32 data of a CPU tensor, borrowed for as long as the view lives.
-struct CpuF32<'a> {
+pub(crate) struct CpuF32<'a> {
     storage: StorageRef<'a>,
     start: usize,
     end: usize,
 }
 
 impl<'a> CpuF32<'a> {
-    fn of(t: &'a Tensor) -> candle_core::Result<Self> {
+    pub(crate) fn of(t: &'a Tensor) -> candle_core::Result<Self> {
         let (storage, layout) = t.storage_and_layout();
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!(
@@ -45,7 +46,7 @@ impl<'a> CpuF32<'a> {
         })
     }
 
-    fn data(&self) -> candle_core::Result<&[f32]> {
+    pub(crate) fn data(&self) -> candle_core::Result<&[f32]> {
         match &*self.storage {
             Storage::Cpu(cpu @ CpuStorage::F32(_)) => {
                 Ok(&cpu.as_slice::<f32>()?[self.start..self.end])
@@ -57,19 +58,19 @@ impl<'a> CpuF32<'a> {
 
 /// A raw pointer that rayon tasks may share: every task writes a disjoint part of the buffer.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(crate) struct SharedMut(pub(crate) *mut f32);
 // SAFETY: the pointer is only used by tasks that write disjoint elements (see `attention`).
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
     /// The pointer `offset` elements on. A method, so that closures capture the whole wrapper.
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
 
-fn parallelism() -> Parallelism {
+pub(crate) fn parallelism() -> Parallelism {
     match rayon::current_num_threads() {
         0 | 1 => Parallelism::None,
         n => Parallelism::Rayon(n),
@@ -82,7 +83,7 @@ fn parallelism() -> Parallelism {
 ///
 /// # Safety
 /// Every pointer must address its whole matrix at the given strides.
-unsafe fn matmul(
+pub(crate) unsafe fn matmul(
     (m, n, k): (usize, usize, usize),
     (dst, dst_rs, accumulate): (*mut f32, usize, bool),
     (lhs, lhs_cs, lhs_rs): (*const f32, usize, usize),
@@ -389,82 +390,6 @@ pub fn attention(
     Tensor::from_vec(out, (batch, seq, hidden), &Device::Cpu)
 }
 
-/// Causal multi-head self-attention with grouped keys and values (Llama's): the context
-/// `(batch, seq, heads * head_dim)` of queries `q` `(batch, heads, seq, head_dim)` over keys
-/// `k` and values `v` `(batch, kv_heads, seq, head_dim)`, query head `h` reading key/value head
-/// `h / (heads / kv_heads)`, scores scaled by `scale`. Query `i` attends to keys `0..=i`
-/// only: its softmax and weighted sum cover exactly those, so the result for a right-padded
-/// sequence does not depend on the width its batch is padded to, bit for bit.
-pub fn causal_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f32,
-) -> candle_core::Result<Tensor> {
-    let (batch, heads, seq, d) = q.dims4()?;
-    let (_, kv, _, _) = k.dims4()?;
-    if kv == 0 || heads % kv != 0 || k.dims() != [batch, kv, seq, d] || v.dims() != k.dims() {
-        candle_core::bail!(
-            "causal attention: queries {:?} do not fit keys {:?} and values {:?}",
-            q.dims(),
-            k.dims(),
-            v.dims()
-        )
-    }
-    let views = [q, k, v].map(CpuF32::of);
-    let [qv, kv_view, vv] = views;
-    let (qv, kv_view, vv) = (qv?, kv_view?, vv?);
-    let (qs, ks, vs) = (qv.data()?, kv_view.data()?, vv.data()?);
-    let (hidden, group, block) = (heads * d, heads / kv, seq * d);
-    // Scores come from one gemm product per (sequence, head) over all its positions: gemm
-    // sums each score's terms in the same order whatever the product's size, except for
-    // products of at most 16 x 16, which it hands to other kernels. A shorter sequence is
-    // therefore computed zero-padded to SMALLEST rows, so a score has the same bits in any batch.
-    const SMALLEST: usize = 17;
-    let rows = seq.max(SMALLEST);
-    let mut out = vec![0f32; batch * seq * hidden];
-    let dst = SharedMut(out.as_mut_ptr());
-    (0..batch * heads).into_par_iter().for_each_init(
-        || (vec![0f32; rows * rows], vec![0f32; 2 * rows * d]),
-        |(scores, padded), task| {
-            let (b, h) = (task / heads, task % heads);
-            let query = &qs[task * block..][..block];
-            let at = (b * kv + h / group) * block;
-            let (keys, values) = (&ks[at..at + block], &vs[at..at + block]);
-            let (q, k) = if rows == seq {
-                (query.as_ptr(), keys.as_ptr())
-            } else {
-                let (pq, pk) = padded.split_at_mut(rows * d);
-                pq[..block].copy_from_slice(query);
-                pk[..block].copy_from_slice(keys);
-                (pq.as_ptr(), pk.as_ptr())
-            };
-            // SAFETY: q and k address rows x d values, rows contiguous; scores is rows x rows.
-            unsafe {
-                matmul(
-                    (rows, rows, d),
-                    (scores.as_mut_ptr(), rows, false),
-                    (q, 1, d),
-                    (k, d, 1),
-                    Parallelism::None,
-                )
-            };
-            for i in 0..seq {
-                let row = &mut scores[i * rows..i * rows + i + 1];
-                row.iter_mut().for_each(|s| *s *= scale);
-                softmax_in_place(row);
-                // SAFETY: row i of sequence b, columns h*d..(h+1)*d of out: written by this
-                // (sequence, head) task alone.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(dst.at((b * seq + i) * hidden + h * d), d)
-                };
-                weighted_rows_into(o, row, values);
-            }
-        },
-    );
-    Tensor::from_vec(out, (batch, seq, hidden), &Device::Cpu)
-}
-
 /// Compiles `$body` (a loop over a slice) twice, for the baseline CPU and for AVX-512, and picks
 /// the version at run time: the element functions below are branch-free, so the compiler
 /// vectorises the loops, 16 lanes wide where the CPU has AVX-512.
@@ -495,7 +420,7 @@ vectorised! {
 
 vectorised! {
     /// Softmax of one row of scores.
-    fn softmax_in_place(row: &mut [f32]) {
+    pub(crate) fn softmax_in_place(row: &mut [f32]) {
         let max = lanes(row, f32::NEG_INFINITY, larger, larger);
         row.iter_mut().for_each(|v| *v = exp_nonpositive(*v - max));
         let inverse = 1.0 / lanes(row, 0.0, |a, v| a + v, |a, b| a + b);
@@ -522,14 +447,25 @@ vectorised! {
 }
 
 vectorised! {
-    /// `out = sum_j weights_j * rows_j` over the first `weights.len()` rows of `rows` (rows of
-    /// `out.len()` values), added in order of `j`.
-    fn weighted_rows_into(out: &mut [f32], weights: &[f32], rows: &[f32]) {
-        let d = out.len();
-        out.fill(0.0);
-        for (w, row) in weights.iter().zip(rows.chunks_exact(d)) {
-            out.iter_mut().zip(row).for_each(|(o, v)| *o += w * v);
-        }
+    /// RMS norm of a row: `out_i = row_i / sqrt(mean(row^2) + eps) * weight_i`.
+    pub(crate) fn rms_norm_into(out: &mut [f32], row: &[f32], weight: &[f32], eps: f32) {
+        let mean_square = lanes(row, 0.0, |a, v| a + v * v, |a, b| a + b) / row.len() as f32;
+        let inverse = 1.0 / (mean_square + eps).sqrt();
+        out.iter_mut()
+            .zip(row.iter().zip(weight))
+            .for_each(|(o, (v, w))| *o = v * inverse * w);
+    }
+}
+
+vectorised! {
+    /// SwiGLU's gate: `gate_i = silu(gate_i) * up_i`, with `silu(g) = g / (1 + e^-g)` taken
+    /// through `e^-|g|` so that the exponential never overflows.
+    pub(crate) fn silu_times_in_place(gate: &mut [f32], up: &[f32]) {
+        gate.iter_mut().zip(up).for_each(|(g, u)| {
+            let e = exp_nonpositive(-g.abs());
+            let sigmoid = if *g >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+            *g = *g * sigmoid * u;
+        });
     }
 }
 
@@ -643,6 +579,46 @@ mod tests {
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         crate::testing::max_abs_diff(a, b).unwrap()
+    }
+
+    #[test]
+    fn silu_and_rms_norm_match_candle() {
+        let dev = Device::Cpu;
+        let gate: Vec<f32> = (0..203).map(|i| (i as f32 - 101.0) * 0.9).collect();
+        let up: Vec<f32> = (0..203).map(|i| 1.0 + (i % 7) as f32 * 0.25).collect();
+        let mut got = gate.clone();
+        silu_times_in_place(&mut got, &up);
+        let want = (candle_nn::ops::silu(&Tensor::new(gate.as_slice(), &dev).unwrap()).unwrap()
+            * Tensor::new(up.as_slice(), &dev).unwrap())
+        .unwrap();
+        let got_t = Tensor::new(got.as_slice(), &dev).unwrap();
+        // Relative: silu(90.9) * 2.5 is about 227.
+        assert!(
+            max_abs_diff(&got_t, &want) < 1e-4,
+            "{}",
+            max_abs_diff(&got_t, &want)
+        );
+        assert!(got.iter().all(|v| v.is_finite()));
+
+        let row: Vec<f32> = (0..576)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let weight: Vec<f32> = (0..576).map(|i| 0.5 + (i % 5) as f32 * 0.1).collect();
+        let mut out = vec![0f32; 576];
+        rms_norm_into(&mut out, &row, &weight, 1e-5);
+        let want = candle_nn::ops::rms_norm(
+            &Tensor::new(row.as_slice(), &dev)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+            &Tensor::new(weight.as_slice(), &dev).unwrap(),
+            1e-5,
+        )
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+        let out = Tensor::new(out.as_slice(), &dev).unwrap();
+        assert!(max_abs_diff(&out, &want) < 1e-5);
     }
 
     #[test]
@@ -761,46 +737,5 @@ mod tests {
         let first = |t: &Tensor| t.get(0).unwrap();
         assert!(max_abs_diff(&first(&full), &first(&want)) < 1e-5);
         assert!(max_abs_diff(&full, &want) > 1e-3, "padding must matter");
-    }
-
-    #[test]
-    fn causal_attention_matches_composed_ops_and_ignores_padding() {
-        let dev = Device::Cpu;
-        let (batch, heads, kv, seq, d) = (2, 6, 2, 21, 20);
-        let q = Tensor::randn(0f32, 1.0, (batch, heads, seq, d), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (batch, kv, seq, d), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (batch, kv, seq, d), &dev).unwrap();
-        let scale = 1.0 / (d as f32).sqrt();
-        let got = causal_attention(&q, &k, &v, scale).unwrap();
-        let repeat = |t: &Tensor| {
-            t.unsqueeze(2)
-                .unwrap()
-                .expand((batch, kv, heads / kv, seq, d))
-                .unwrap()
-                .reshape((batch, heads, seq, d))
-                .unwrap()
-        };
-        let mask: Vec<f32> = (0..seq)
-            .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (seq, seq), &dev).unwrap();
-        let scores = (q.matmul(&repeat(&k).t().unwrap()).unwrap() * f64::from(scale))
-            .unwrap()
-            .broadcast_add(&mask)
-            .unwrap();
-        let want = candle_nn::ops::softmax_last_dim(&scores)
-            .unwrap()
-            .matmul(&repeat(&v))
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((batch, seq, heads * d))
-            .unwrap();
-        assert!(max_abs_diff(&got, &want) < 1e-5);
-        // The first 13 positions alone give the same bits as within the padded 21.
-        let cut = |t: &Tensor| t.narrow(2, 0, 13).unwrap().contiguous().unwrap();
-        let short = causal_attention(&cut(&q), &cut(&k), &cut(&v), scale).unwrap();
-        let bits = |t: &Tensor| crate::testing::f32_bits(t).unwrap();
-        assert_eq!(bits(&short), bits(&got.narrow(1, 0, 13).unwrap()));
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! - [`bert`]: BERT-family encoders (BERT, MiniLM, ...) from a Hugging Face directory, with
 //!   mask-aware mean pooling.
-//! - [`cpu_kernels`]: fused f32 kernels (linear + bias + residual, attention, GELU) that the
-//!   encoders use for inference on the CPU.
+//! - [`cpu_kernels`]: fused f32 kernels (linear + bias + residual, attention, GELU, RMS norm,
+//!   SwiGLU) for inference on the CPU, used by the encoders and the Llama models.
 //! - [`lqs`]: the DELT data scorer: an encoder, mean pooling and a linear head, stored as a
 //!   scorer directory.
 //! - [`llama`]: Llama-family causal language models from safetensors or quantized GGUF, and
-//!   the per-document token loss that perplexity is made of.
+//!   the per-document token loss that perplexity is made of; on the CPU their forward pass and
+//!   output layer run in fused kernels (`llama/cpu_forward.rs`).
 //! - [`annotate`]: LQS labels from the proxy LM's trajectory, co-state and per-document gradients.
 //! - [`proxy_lm`]: a small Llama-architecture LM that trains and differentiates (no fused
 //!   candle ops, which have no gradients).

@@ -9,6 +9,9 @@
 //!
 //! Documents of a batch are right-padded: with a causal mask no real token attends to padding,
 //! so a document scores the same alone or in any batch.
+//!
+//! On the CPU the forward pass and the output layer run in fused kernels (`cpu_forward`); on
+//! a GPU they are composed from candle ops.
 
 use std::fs::File;
 use std::path::Path;
@@ -19,6 +22,8 @@ use candle_core::quantized::tokenizer::TokenizerFromGguf;
 use candle_core::{DType, Device, Module, Tensor};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
+
+mod cpu_forward;
 
 use crate::error::required_file;
 use crate::tokenizer::TextTokenizer;
@@ -596,6 +601,22 @@ impl LlamaModel {
 
     /// Final hidden states `(batch, seq, hidden)` of right-padded `ids` `(batch, seq)`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        if !self.device.is_cpu() {
+            return self.forward_composed(ids);
+        }
+        let (batch, seq) = ids.dims2()?;
+        let flat = ids.flatten_all()?.to_vec1::<u32>()?;
+        let hidden = cpu_forward::hidden_states(self, &flat, batch, seq)?;
+        Ok(Tensor::from_vec(
+            hidden,
+            (batch, seq, self.config.hidden_size),
+            &self.device,
+        )?)
+    }
+
+    /// [`LlamaModel::forward`] composed from candle ops: the GPU path, and the CPU kernels'
+    /// reference in tests.
+    fn forward_composed(&self, ids: &Tensor) -> Result<Tensor> {
         let (_, seq) = ids.dims2()?;
         let (cos, sin) = self.rotary(seq)?;
         let mask = causal_mask(seq, &self.device)?;
@@ -654,11 +675,6 @@ impl LlamaModel {
         let q = rope(split(b.q.forward(x)?, heads)?)?;
         let k = rope(split(b.k.forward(x)?, kv)?)?;
         let v = split(b.v.forward(x)?, kv)?;
-        if self.device.is_cpu() && x.dtype() == DType::F32 {
-            let scale = 1.0 / (d as f32).sqrt();
-            let out = crate::cpu_kernels::causal_attention(&q, &k, &v, scale)?;
-            return Ok(b.o.forward(&out)?);
-        }
         let (k, v) = (repeat_kv(k, heads / kv)?, repeat_kv(v, heads / kv)?);
         let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.broadcast_add(mask)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
@@ -680,8 +696,29 @@ impl LlamaModel {
             ids.extend_from_slice(s);
             ids.extend(std::iter::repeat_n(0u32, width - s.len()));
         }
+        let loss = |s: &[u32], nll| {
+            Some(TokenLoss {
+                nll,
+                tokens: s.len() - 1,
+            })
+        };
+        if self.device.is_cpu() {
+            let h = self.config.hidden_size;
+            let hidden = cpu_forward::hidden_states(self, &ids, sequences.len(), width)?;
+            return sequences
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    if s.len() < 2 {
+                        return Ok(None);
+                    }
+                    let rows = &hidden[i * width * h..][..(s.len() - 1) * h];
+                    Ok(loss(s, cpu_forward::target_nll(self, rows, &s[1..])?))
+                })
+                .collect();
+        }
         let ids = Tensor::from_vec(ids, (sequences.len(), width), &self.device)?;
-        let hidden = self.forward(&ids)?;
+        let hidden = self.forward_composed(&ids)?;
         sequences
             .iter()
             .enumerate()
@@ -691,19 +728,19 @@ impl LlamaModel {
                 }
                 // Logits one document at a time: a whole batch of vocabulary-wide rows is large.
                 let h = hidden.get(i)?.narrow(0, 0, s.len() - 1)?;
-                let targets = Tensor::from_slice(&s[1..], s.len() - 1, &self.device)?;
-                let picked = crate::target_log_probs::target_log_probs(
-                    &self.lm_head.forward(&h)?,
-                    &targets,
-                )?
-                .to_dtype(DType::F64)?;
-                let nll = -picked.sum_all()?.to_scalar::<f64>()?;
-                Ok(Some(TokenLoss {
-                    nll,
-                    tokens: s.len() - 1,
-                }))
+                Ok(loss(s, self.composed_nll(&h, &s[1..])?))
             })
             .collect()
+    }
+
+    /// The summed `-ln p(target)` of positions with final hidden states `hidden`
+    /// `(targets, hidden_size)`, through the output projection and candle ops.
+    fn composed_nll(&self, hidden: &Tensor, targets: &[u32]) -> Result<f64> {
+        let targets = Tensor::from_slice(targets, targets.len(), &self.device)?;
+        let picked =
+            crate::target_log_probs::target_log_probs(&self.lm_head.forward(hidden)?, &targets)?
+                .to_dtype(DType::F64)?;
+        Ok(-picked.sum_all()?.to_scalar::<f64>()?)
     }
 }
 
