@@ -228,6 +228,77 @@ fn a_scored_fold_on_two_executors_equals_the_local_run_byte_for_byte() {
 }
 
 #[test]
+fn a_selection_scores_on_every_executor_and_equals_the_local_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_parquet_files(&input, &rows(9_000, 5, true), 8);
+    let plugin = rust_plugin("text_quality");
+    let statements = |out: &Path| {
+        let (input, out) = (input.display(), out.display());
+        vec![
+            format!(
+                "CREATE FUNCTION quality(t VARCHAR) RETURNS DOUBLE LANGUAGE delt \
+                 AS '{}#text_quality?batch_size=300'",
+                plugin.display()
+            ),
+            // Selected by a plugin's scores, then folded: rows in the files' order.
+            format!(
+                "COPY (SELECT id, text FROM '{input}/' WHERE top_r(quality(text), 0.3) \
+                 ORDER BY fold_order(quality(text), 2)) TO '{out}/selected' \
+                 STORED AS PARQUET OPTIONS (rows_per_shard 1000)"
+            ),
+            // NULL scores are never kept; ties at the cut keep the later rows.
+            format!(
+                "COPY (SELECT id, score FROM '{input}/' WHERE top_k(score, 4000)) \
+                 TO '{out}/top.parquet'"
+            ),
+            format!(
+                "COPY (SELECT id, score FROM '{input}/' WHERE top_k(1.0, 500)) \
+                 TO '{out}/ties.parquet'"
+            ),
+        ]
+    };
+    let local = dir.path().join("local");
+    let out = sql(&statements(&local), None, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cluster = start_cluster(2, &[]);
+    let remote = dir.path().join("remote");
+    let out = sql(&statements(&remote), Some(&cluster), &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    let (want, got) = (tree(&local), tree(&remote));
+    assert_eq!(
+        want.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        got.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    for ((path, a), (_, b)) in want.iter().zip(&got) {
+        assert!(a == b, "{} differs from the local run's", path.display());
+    }
+    assert_eq!(
+        ids(&local.join("ties.parquet")),
+        (8_500..9_000).collect::<Vec<i64>>()
+    );
+    assert_eq!(ids(&local.join("top.parquet")).len(), 4_000);
+    // The selection's scoring ran on both executors, not in one task.
+    let logs = cluster.logs();
+    for i in 0..2 {
+        let log = std::fs::read_to_string(cluster.logs.path().join(format!("executor-{i}")));
+        assert!(
+            log.unwrap().contains("plugin function quality made from"),
+            "{logs}"
+        );
+    }
+}
+
+#[test]
 fn a_killed_executor_leaves_the_job_finished_elsewhere_or_failed_and_nothing_published() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");

@@ -39,7 +39,7 @@ use crate::plugins::remote_library;
 use crate::stages::fold::{FoldExec, FoldStrategy};
 use crate::stages::node::{Selection, Stage, StageNode};
 use crate::stages::order_key::{OrderKeyExec, PartitionStart};
-use crate::stages::select::SelectExec;
+use crate::stages::select::{SelectExec, SelectStrategy};
 
 /// First byte of every payload that delt's codecs write (Ballista's never start with it: a
 /// protobuf message starts with a field tag, and field 0 does not exist).
@@ -405,7 +405,18 @@ impl PhysicalExtensionCodec for DeltPhysicalCodec {
                 )?;
                 Arc::new(FoldExec::new(input, layers, mode, strategy))
             }
-            Some("select") => Arc::new(SelectExec::new(input, selection_from(&value["stage"])?)),
+            Some("select") => {
+                let strategy = match value["strategy"].as_str() {
+                    Some("input_order") => SelectStrategy::InputOrder,
+                    Some("gathered") => SelectStrategy::Gathered,
+                    _ => return Err(malformed("select strategy")),
+                };
+                Arc::new(SelectExec::new(
+                    input,
+                    selection_from(&value["stage"])?,
+                    strategy,
+                ))
+            }
             _ => return Err(malformed("node")),
         })
     }
@@ -440,7 +451,14 @@ impl PhysicalExtensionCodec for DeltPhysicalCodec {
             );
         } else if let Some(select) = node.downcast_ref::<SelectExec>() {
             tagged(
-                json!({"node": "select", "stage": selection_json(select.selection())}),
+                json!({
+                    "node": "select",
+                    "stage": selection_json(select.selection()),
+                    "strategy": match select.strategy() {
+                        SelectStrategy::InputOrder => "input_order",
+                        SelectStrategy::Gathered => "gathered",
+                    },
+                }),
                 buf,
             );
         } else {

@@ -17,7 +17,7 @@ use crate::stages::FoldMode;
 use crate::stages::fold::{FoldExec, FoldStrategy};
 use crate::stages::node::{Stage, StageNode};
 use crate::stages::order_key::OrderKeyExec;
-use crate::stages::select::SelectExec;
+use crate::stages::select::{SelectExec, SelectStrategy};
 
 /// DataFusion's planner, taught the DELT [`StageNode`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -26,10 +26,11 @@ pub struct DeltQueryPlanner {
 }
 
 impl DeltQueryPlanner {
-    /// The planner of a cluster's scheduler: a fold gathers its input into one partition
-    /// ([`FoldStrategy::Gathered`]), so that everything below it runs as a separate stage of
-    /// one task per input partition, spread over the executors; fold keys number rows by the
-    /// scan's files ([`PartitionStart`](crate::stages::order_key::PartitionStart)).
+    /// The planner of a cluster's scheduler: a fold or a selection gathers its keyed input
+    /// into one partition ([`FoldStrategy::Gathered`], [`SelectStrategy::Gathered`]), so that
+    /// everything below it runs as a separate stage of one task per input partition, spread
+    /// over the executors; keys number rows by the scan's files
+    /// ([`PartitionStart`](crate::stages::order_key::PartitionStart)).
     pub fn distributed() -> Self {
         Self { distributed: true }
     }
@@ -107,7 +108,16 @@ impl ExtensionPlanner for DeltExtensionPlanner {
                 };
                 Arc::new(FoldExec::new(keyed, layers, mode, strategy))
             }
-            Stage::Select(selection) => Arc::new(SelectExec::new(input, selection)),
+            Stage::Select(selection) if self.distributed => {
+                let score = input.schema().fields().len() - 1;
+                let keyed = Arc::new(OrderKeyExec::new(input, score, false));
+                Arc::new(SelectExec::new(keyed, selection, SelectStrategy::Gathered))
+            }
+            Stage::Select(selection) => Arc::new(SelectExec::new(
+                input,
+                selection,
+                SelectStrategy::InputOrder,
+            )),
         }))
     }
 }

@@ -204,6 +204,11 @@ pub fn order_key(score: Option<f64>, descending: bool, position: u64) -> i128 {
     (key ^ (1 << 127)) as i128
 }
 
+/// The input position a key holds (its low 63 bits), whatever its score.
+pub fn key_position(key: i128) -> u64 {
+    (key as u128 & ((1 << 63) - 1)) as u64
+}
+
 impl DisplayAs for OrderKeyExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "OrderKeyExec: descending={}", self.descending)

@@ -10,14 +10,19 @@
 //! their final order. No sort is needed: [`SelectExec`] buffers its input (spilling under memory
 //! pressure) while collecting the scores, finds the cut with a linear-time selection, then
 //! replays the buffer through the cut.
+//!
+//! In a cluster ([`SelectStrategy::Gathered`]) the rows arrive from many tasks in no particular
+//! order, keyed by [`OrderKeyExec`](crate::stages::order_key::OrderKeyExec) with their score
+//! and input position: the selection keeps the `k` largest keys (ascending by score, ties in
+//! input order, the last `k`: the same rows as above) and emits them sorted by position.
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
+use datafusion::arrow::compute::{cast, filter_record_batch, interleave_record_batch};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, SchemaRef};
 use datafusion::common::internal_err;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -29,33 +34,54 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
-    PlanProperties, ReplaceChildrenOptions,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
+    ExecutionPlanProperties, PlanProperties, ReplaceChildrenOptions,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::stages::Selection;
 use crate::stages::node::stage_output;
+use crate::stages::order_key::key_position;
 use crate::stages::spill::BufferSet;
+
+/// How a [`SelectExec`] reads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectStrategy {
+    /// The input's last column is the score and its partitions are contiguous runs of the
+    /// input, replayed in turn from a spilling buffer.
+    InputOrder,
+    /// The input's last column is an order key, and the input is gathered into one partition
+    /// first: in a cluster, the plan below the selection (scan, scoring, keys) then runs as one
+    /// task per input partition on the executors, and the selection holds every row in one
+    /// place, in memory.
+    Gathered,
+}
 
 /// Physical selection over all input partitions, emitting one partition in input order.
 #[derive(Debug)]
 pub struct SelectExec {
     input: Arc<dyn ExecutionPlan>,
     selection: Selection,
+    strategy: SelectStrategy,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl SelectExec {
-    /// Selects from `input`, a plan whose last column is the score.
-    pub fn new(input: Arc<dyn ExecutionPlan>, selection: Selection) -> Self {
+    /// Selects from `input`, a plan whose last column is the score
+    /// ([`SelectStrategy::InputOrder`]) or an order key ([`SelectStrategy::Gathered`]).
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        selection: Selection,
+        strategy: SelectStrategy,
+    ) -> Self {
         let (schema, properties) = stage_output(&input.schema());
         Self {
             input,
             selection,
+            strategy,
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -68,11 +94,20 @@ impl SelectExec {
     pub fn selection(&self) -> Selection {
         self.selection
     }
+
+    /// How it reads its input.
+    pub fn strategy(&self) -> SelectStrategy {
+        self.strategy
+    }
 }
 
 impl DisplayAs for SelectExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "SelectExec: {}", self.selection)
+        write!(f, "SelectExec: {}", self.selection)?;
+        if self.strategy == SelectStrategy::Gathered {
+            write!(f, ", gathered")?;
+        }
+        Ok(())
     }
 }
 
@@ -87,6 +122,13 @@ impl ExecutionPlan for SelectExec {
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.input]
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        match self.strategy {
+            SelectStrategy::InputOrder => vec![Distribution::UnspecifiedDistribution],
+            SelectStrategy::Gathered => vec![Distribution::SinglePartition],
+        }
     }
 
     // Partitions are contiguous runs of the input: splitting them would lose the order.
@@ -110,7 +152,11 @@ impl ExecutionPlan for SelectExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(Self::new(children.swap_remove(0), self.selection)))
+        Ok(Arc::new(Self::new(
+            children.swap_remove(0),
+            self.selection,
+            self.strategy,
+        )))
     }
 
     fn with_new_children(
@@ -130,6 +176,9 @@ impl ExecutionPlan for SelectExec {
     ) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return internal_err!("SelectExec has one partition, asked for {partition}");
+        }
+        if self.strategy == SelectStrategy::Gathered {
+            return self.execute_gathered(context);
         }
         let partitions = self.input.output_partitioning().partition_count();
         let (sender, mut receiver) =
@@ -189,6 +238,82 @@ impl ExecutionPlan for SelectExec {
                         tx.emit(kept).await;
                     }
                 }
+            }
+            Ok::<_, DataFusionError>(())
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
+    }
+}
+
+impl SelectExec {
+    /// [`SelectStrategy::Gathered`]: holds every keyed row, keeps the `k` largest keys among
+    /// those with a score, and emits the kept rows in input order.
+    fn execute_gathered(&self, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let mut input = self.input.execute(0, Arc::clone(&context))?;
+        let key = self.input.schema().fields().len() - 1;
+        let out_columns: Vec<usize> = (0..key).collect();
+        let selection = self.selection;
+        let batch_size = context.session_config().batch_size();
+        let baseline = BaselineMetrics::new(&self.metrics, 0);
+        let stream = async_try_stream(move |mut tx| async move {
+            let mut held = Vec::new();
+            while let Some(batch) = input.next().await {
+                let batch = batch?;
+                if batch.num_rows() > 0 {
+                    held.push(batch);
+                }
+            }
+            let rows = held.iter().map(RecordBatch::num_rows).sum();
+            let keys: Vec<&[i128]> = held
+                .iter()
+                .map(|b| {
+                    b.column(key)
+                        .as_primitive::<Decimal128Type>()
+                        .values()
+                        .as_ref()
+                })
+                .collect();
+            // Keys with a score are the negative ones; every key is distinct (positions are).
+            let mut scored: Vec<i128> = keys
+                .iter()
+                .flat_map(|k| k.iter())
+                .copied()
+                .filter(|&k| k < 0)
+                .collect();
+            let k = selection.count(rows);
+            let lowest_kept = match k {
+                0 => None,
+                k if k >= scored.len() => Some(i128::MIN),
+                k => {
+                    let nth = scored.len() - k;
+                    Some(*scored.select_nth_unstable(nth).1)
+                }
+            };
+            drop(scored);
+            let mut kept: Vec<(u64, usize, usize)> = Vec::new();
+            if let Some(lowest) = lowest_kept {
+                for (b, batch_keys) in keys.iter().enumerate() {
+                    for (r, &k) in batch_keys.iter().enumerate() {
+                        if k < 0 && k >= lowest {
+                            kept.push((key_position(k), b, r));
+                        }
+                    }
+                }
+            }
+            kept.sort_unstable_by_key(|&(position, ..)| position);
+            let sources = held
+                .iter()
+                .map(|b| b.project(&out_columns))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let sources: Vec<&RecordBatch> = sources.iter().collect();
+            for chunk in kept.chunks(batch_size.max(1)) {
+                let indices: Vec<(usize, usize)> = chunk.iter().map(|&(_, b, r)| (b, r)).collect();
+                let out = interleave_record_batch(&sources, &indices)?;
+                baseline.record_output(out.num_rows());
+                tx.emit(out).await;
             }
             Ok::<_, DataFusionError>(())
         });
