@@ -4,7 +4,9 @@
   token_nll  delt's `token_nll` with SmolLM2-135M-Instruct (the Q4_1 GGUF, default options: the
              weights are dequantized at load when they fit in memory) against Hugging Face
              transformers running the same GGUF in float32; every document cut to the same
-             --max-tokens tokens, batches of --lm-batch documents in transformers
+             --max-tokens tokens, batches of --lm-batch documents in transformers; and, where
+             llama-cpp-python is installed, llama.cpp running the GGUF as stored (Q4_1), one
+             document per call with all its logits
   lqs_score  delt's `lqs_score` with all-MiniLM-L6-v2 against sentence-transformers `encode()`,
              N documents of exactly 128 tokens ([CLS] + 126 word pieces + [SEP]), the same
              random linear head in both
@@ -21,11 +23,13 @@ Needs the models (tests/fetch_models.sh), delt and the plugins (cargo build), an
 the peers, kept out of CI in a virtual environment of its own (about 5 GB with torch):
   python3 -m venv .venv-bench
   .venv-bench/bin/pip install torch transformers sentence-transformers gguf accelerate pyarrow
+  .venv-bench/bin/pip install llama-cpp-python   # optional: the quantized CPU anchor (builds llama.cpp)
   .venv-bench/bin/python examples/bench_scorer.py --lm-docs 64 --docs 1000 --quantized-docs 4
 On a GPU, with the plugin built by `cargo build -p lqs-plugin --features lqs-plugin/cuda`:
   python examples/bench_scorer.py --scorer lqs_score --device cuda --docs 20000 --batch 256
 """
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -85,6 +89,30 @@ with torch.inference_mode():
 seconds = time.perf_counter() - start
 json.dump({"seconds": seconds, "version": transformers.__version__, "torch": torch.__version__,
            "tokens": sum(len(s) - 1 for s in ids), "scores": nll}, sys.stdout)
+"""
+
+LLAMA_CPP = """
+import sys, time, json
+import numpy as np, pyarrow.parquet as pq, llama_cpp
+gguf, data, threads, max_tokens = sys.argv[1:5]
+threads, max_tokens = int(threads), int(max_tokens)
+llm = llama_cpp.Llama(model_path=gguf, n_ctx=max_tokens, n_batch=max_tokens, n_ubatch=max_tokens,
+                      n_threads=threads, n_threads_batch=threads, logits_all=True, verbose=False)
+texts = pq.read_table(data).column("text").to_pylist()
+start = time.perf_counter()
+nll, tokens = [], 0
+for text in texts:
+    ids = llm.tokenize(text.encode(), add_bos=False, special=False)[:max_tokens]
+    llm.reset()
+    llm.eval(ids)
+    logits = llm.scores[:len(ids) - 1]  # float32, as llama.cpp wrote them
+    top = logits.max(1)
+    log_sum = top + np.log(np.exp(logits - top[:, None]).sum(1, dtype=np.float64))
+    nll.append(float((log_sum - logits[np.arange(len(ids) - 1), ids[1:]]).mean()))
+    tokens += len(ids) - 1
+seconds = time.perf_counter() - start
+json.dump({"seconds": seconds, "version": llama_cpp.__version__, "tokens": tokens, "scores": nll},
+          sys.stdout)
 """
 
 
@@ -189,6 +217,14 @@ def bench_token_nll(args, work):
     rows += [(f"transformers {result['version']} fp32 (PyTorch {result['torch']})", "tokenize + forward",
               result["seconds"], n, tokens, torch_peak),
              ("transformers", "whole process", whole, n, tokens, None)]
+    anchor = None
+    if importlib.util.find_spec("llama_cpp"):
+        print("llama.cpp: token_nll ...", file=sys.stderr)
+        anchor, anchor_whole, anchor_peak = peer(LLAMA_CPP, [gguf, data, args.threads, args.max_tokens],
+                                                 work, "llama_cpp")
+        rows += [(f"llama.cpp (llama-cpp-python {anchor['version']}), Q4_1 as stored", "tokenize + forward",
+                  anchor["seconds"], n, anchor["tokens"], anchor_peak),
+                 ("llama.cpp", "whole process", anchor_whole, n, anchor["tokens"], None)]
     print(f"\ntoken_nll, SmolLM2-135M-Instruct Q4_1 GGUF, {n:,} documents cut to {args.max_tokens} tokens "
           f"({tokens:,} predicted), device {args.device}, {args.threads} threads, transformers batches of "
           f"{args.lm_batch}\n")
@@ -196,6 +232,14 @@ def bench_token_nll(args, work):
     print(f"\ndelt / transformers throughput: {result['seconds'] / wall:.2f}x (forward only), "
           f"{whole / wall:.2f}x (whole process); memory {torch_peak / peak:.1f}x less; "
           f"NLL difference median {np.median(diff):.1e}, max {diff.max():.1e} nats")
+    if anchor:
+        a_diff = np.abs(scores - np.array(anchor["scores"]))
+        print(f"delt / llama.cpp throughput: {anchor['seconds'] / wall:.2f}x (forward only), "
+              f"{anchor_whole / wall:.2f}x (whole process); memory {anchor_peak / peak:.1f}x less; "
+              f"NLL difference (Q4_1 with 8-bit activations against delt's float32) median "
+              f"{np.median(a_diff):.1e}, max {a_diff.max():.1e} nats")
+    else:
+        print("llama.cpp: not measured (no llama_cpp module; pip install llama-cpp-python)")
     if args.quantized_docs:
         print(f"dequantized / quantized tokens per second: {(tokens / wall) / (q_tokens / q_wall):.1f}x; "
               f"max |NLL difference| between the two paths {q_diff:.4f} nats")
