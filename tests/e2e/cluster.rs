@@ -76,6 +76,11 @@ fn cluster_process(env: &[(&str, &str)]) -> Command {
 
 /// Starts a scheduler and `executors` executors of 1 slot each; `env` goes to every process.
 fn start_cluster(executors: usize, env: &[(&str, &str)]) -> Cluster {
+    start_cluster_with(executors, env, &[])
+}
+
+/// As [`start_cluster`], with `executor_args` added to every executor's command line.
+fn start_cluster_with(executors: usize, env: &[(&str, &str)], executor_args: &[&str]) -> Cluster {
     let logs = tempfile::tempdir().unwrap();
     let log_dir = logs.path().to_path_buf();
     let log = |name: &str| std::fs::File::create(log_dir.join(name)).unwrap();
@@ -103,6 +108,7 @@ fn start_cluster(executors: usize, env: &[(&str, &str)]) -> Cluster {
             .arg("--bind")
             .arg(format!("127.0.0.1:{bind}"))
             .args(["--slots", "1", "--heartbeat", "1"])
+            .args(executor_args)
             .stdout(Stdio::null())
             .stderr(log(&format!("executor-{i}")))
             .spawn()
@@ -296,6 +302,71 @@ fn a_selection_scores_on_every_executor_and_equals_the_local_run() {
             "{logs}"
         );
     }
+}
+
+#[test]
+fn a_fold_sorts_on_the_executors_within_their_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_parquet_files(&input, &rows(60_000, 3, true), 8);
+    let fold = |out: &Path| {
+        format!(
+            "COPY (SELECT id, text, score FROM '{}/' ORDER BY fold_order(score, 3, 'zigzag')) \
+             TO '{}'",
+            input.display(),
+            out.display()
+        )
+    };
+    let local = dir.path().join("local.parquet");
+    let out = sql(&[fold(&local)], None, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A sort sets aside 10 MB for merging what it spilled: 48M leaves each task 38 MB.
+    let cluster = start_cluster_with(2, &[], &["--memory-limit", "48M"]);
+    // The scheduler plans the sort into the scoring stage's tasks, one per executor slot.
+    let explain = format!(
+        "EXPLAIN SELECT * FROM '{}/' ORDER BY fold_order(score, 3)",
+        input.display()
+    );
+    let out = sql(&[explain], Some(&cluster), &[]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("strategy=sorted stream") && plan.contains("SortExec"),
+        "{plan}"
+    );
+    // Sorted on the executors under their limit, merged and dealt: the same bytes.
+    let remote = dir.path().join("remote.parquet");
+    let out = sql(&[fold(&remote)], Some(&cluster), &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    assert!(
+        std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(),
+        "the fold under the executors' memory limit differs from the local run's"
+    );
+    drop(cluster);
+
+    // The limit is the executors' own: one too small to sort a batch fails the query.
+    let cluster = start_cluster_with(1, &[], &["--memory-limit", "4K"]);
+    let out = sql(
+        &[fold(&dir.path().join("tiny.parquet"))],
+        Some(&cluster),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a 4K limit must not hold the sort");
+    assert!(
+        stderr.contains("esources exhausted") || stderr.contains("memory"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("tiny.parquet").exists());
 }
 
 #[test]

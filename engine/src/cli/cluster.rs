@@ -7,6 +7,7 @@ use anyhow::anyhow;
 
 use crate::cluster::executor::{self, ExecutorSettings};
 use crate::cluster::scheduler::{self, SchedulerSettings};
+use crate::sql::session::parse_size;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -39,9 +40,14 @@ pub enum ClusterCommand {
         /// Tasks run at once (default: the cores).
         #[arg(long, value_name = "N")]
         slots: Option<usize>,
-        /// Directory for shuffle files (default: a temporary directory).
+        /// Directory for shuffle and spill files (default: a temporary directory).
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
+        /// Memory for the sorts and DELT buffers of all tasks here, e.g. 8G, shared out by
+        /// slots; beyond it they spill to the work directory (default: 70% of the host's or
+        /// container's memory).
+        #[arg(long, value_name = "SIZE")]
+        memory_limit: Option<String>,
         /// Seconds between heartbeats to the scheduler.
         #[arg(long, value_name = "SECONDS", default_value_t = 5)]
         heartbeat: u64,
@@ -76,6 +82,7 @@ pub(super) fn run(command: ClusterCommand) -> anyhow::Result<()> {
             device,
             slots,
             work_dir,
+            memory_limit,
             heartbeat,
         } => {
             let settings = ExecutorSettings {
@@ -86,6 +93,11 @@ pub(super) fn run(command: ClusterCommand) -> anyhow::Result<()> {
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                     .max(1),
                 work_dir,
+                memory_limit: memory_limit
+                    .map(|limit| {
+                        parse_size(&limit).map_err(|e| anyhow!("--memory-limit {limit}: {e}"))
+                    })
+                    .transpose()?,
                 heartbeat_secs: heartbeat.max(1),
             };
             runtime.block_on(executor::run(settings))?;

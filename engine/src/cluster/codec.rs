@@ -239,7 +239,6 @@ fn strategy_name(strategy: FoldStrategy) -> &'static str {
     match strategy {
         FoldStrategy::SortedStream => "sorted_stream",
         FoldStrategy::InMemory => "in_memory",
-        FoldStrategy::Gathered => "gathered",
     }
 }
 
@@ -247,7 +246,6 @@ fn strategy_from(name: &str) -> Result<FoldStrategy> {
     Ok(match name {
         "sorted_stream" => FoldStrategy::SortedStream,
         "in_memory" => FoldStrategy::InMemory,
-        "gathered" => FoldStrategy::Gathered,
         other => return Err(malformed(&format!("fold strategy {other}"))),
     })
 }

@@ -26,8 +26,11 @@ pub struct ExecutorSettings {
     pub device: Option<String>,
     /// Tasks run at once.
     pub slots: usize,
-    /// Where shuffle files go (a temporary directory if not given).
+    /// Where shuffle and spill files go (a temporary directory if not given).
     pub work_dir: Option<PathBuf>,
+    /// Bytes that the sorts and DELT buffers of all its tasks may hold before they spill,
+    /// each task a share by its slots (`None`: 70% of the host's or container's memory).
+    pub memory_limit: Option<usize>,
     /// Seconds between heartbeats to the scheduler.
     pub heartbeat_secs: u64,
 }
@@ -53,6 +56,8 @@ pub async fn run(settings: ExecutorSettings) -> Result<()> {
         scheduler_host: settings.scheduler.ip().to_string(),
         scheduler_port: settings.scheduler.port(),
         vcores: settings.slots,
+        // Ballista gives each task a spilling pool of its slots' share of this.
+        memory_pool_size: settings.memory_limit.map(|bytes| bytes as u64),
         work_dir,
         executor_heartbeat_interval_seconds: settings.heartbeat_secs,
         override_function_registry: Some(Arc::new(registry)),
@@ -69,8 +74,13 @@ pub async fn run(settings: ExecutorSettings) -> Result<()> {
         })),
         ..ExecutorProcessConfig::default()
     };
+    let memory = settings
+        .memory_limit
+        .map_or("no memory limit".into(), |bytes| {
+            format!("{:.1} GB of memory before spilling", bytes as f64 / 1e9)
+        });
     eprintln!(
-        "delt executor {name} ({} slots, device {}) joining the scheduler at {}",
+        "delt executor {name} ({} slots, device {}, {memory} for tasks before they spill) joining the scheduler at {}",
         settings.slots,
         settings
             .device

@@ -5,11 +5,13 @@
 //!
 //! * its functions and plan nodes travel in the plans through delt's codecs ([`codec`]),
 //!   plugin functions included, which every executor loads itself;
-//! * the scheduler plans a fold so that everything below it (scan, scoring, keys) runs as one
-//!   task per input partition on the executors, and the fold takes all rows in one place
-//!   ([`crate::stages::fold::FoldStrategy::Gathered`]): the output equals a local run's,
-//!   since the fold's keys hold each row's position in the whole input, whichever task read
-//!   it ([`crate::stages::order_key::PartitionStart`]);
+//! * the scheduler plans a fold so that everything below it (scan, scoring, keys) and the
+//!   sort by key run as one task per input partition on the executors, and the fold merges
+//!   the sorted streams in one task ([`crate::stages::fold::FoldStrategy::SortedStream`]); a
+//!   selection gathers its keyed rows in one task
+//!   ([`crate::stages::select::SelectStrategy::Gathered`]). The output equals a local run's,
+//!   since the keys hold each row's position in the whole input, whichever task read it
+//!   ([`crate::stages::order_key::PartitionStart`]);
 //! * the client ([`client`]) is the `delt sql` runner over a Ballista session: statements,
 //!   COPY, ordered and atomic output work as in a local run; JSON lines scans are shipped
 //!   with DataFusion's reader ([`portable_scans`]).

@@ -26,10 +26,12 @@ pub struct DeltQueryPlanner {
 }
 
 impl DeltQueryPlanner {
-    /// The planner of a cluster's scheduler: a fold or a selection gathers its keyed input
-    /// into one partition ([`FoldStrategy::Gathered`], [`SelectStrategy::Gathered`]), so that
-    /// everything below it runs as a separate stage of one task per input partition, spread
-    /// over the executors; keys number rows by the scan's files
+    /// The planner of a cluster's scheduler: everything below a fold or a selection runs as
+    /// a separate stage of one task per input partition, spread over the executors. A fold
+    /// sorts its keyed rows there ([`FoldStrategy::SortedStream`]: each task sorts its own,
+    /// spilling under its executor's memory limit) and merges the sorted streams in one task;
+    /// a selection gathers its keyed rows into one task ([`SelectStrategy::Gathered`]). Keys
+    /// number rows by the scan's files
     /// ([`PartitionStart`](crate::stages::order_key::PartitionStart)).
     pub fn distributed() -> Self {
         Self { distributed: true }
@@ -100,9 +102,10 @@ impl ExtensionPlanner for DeltExtensionPlanner {
                     score,
                     mode == FoldMode::Descending,
                 ));
-                // Without a memory limit nothing spills: the fold may hold every row.
+                // Without a memory limit nothing spills: the fold may hold every row. In a
+                // cluster the sort runs in the tasks below, on every executor, under its limit.
                 let strategy = match session.runtime_env().memory_pool.memory_limit() {
-                    _ if self.distributed => FoldStrategy::Gathered,
+                    _ if self.distributed => FoldStrategy::SortedStream,
                     MemoryLimit::Infinite => FoldStrategy::InMemory,
                     MemoryLimit::Finite(_) | MemoryLimit::Unknown => FoldStrategy::SortedStream,
                 };

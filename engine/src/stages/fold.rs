@@ -48,10 +48,6 @@ pub enum FoldStrategy {
     /// The fold holds every row, sorts the keys alone and gathers each layer: one copy per
     /// row, nothing spilled. For sessions without a memory limit.
     InMemory,
-    /// As [`InMemory`](Self::InMemory), over the input gathered into one partition first: in
-    /// a cluster, the plan below the fold (scan, scoring, keys) then runs as one task per
-    /// input partition on the executors, and the fold takes all their rows in one place.
-    Gathered,
 }
 
 /// Physical fold: rows dealt to layers by their order key.
@@ -112,7 +108,6 @@ impl DisplayAs for FoldExec {
         let strategy = match self.strategy {
             FoldStrategy::SortedStream => "sorted stream",
             FoldStrategy::InMemory => "in memory",
-            FoldStrategy::Gathered => "gathered, in memory",
         };
         write!(
             f,
@@ -137,9 +132,7 @@ impl ExecutionPlan for FoldExec {
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
         match self.strategy {
-            FoldStrategy::SortedStream | FoldStrategy::Gathered => {
-                vec![Distribution::SinglePartition]
-            }
+            FoldStrategy::SortedStream => vec![Distribution::SinglePartition],
             FoldStrategy::InMemory => vec![Distribution::UnspecifiedDistribution],
         }
     }
