@@ -406,6 +406,95 @@ mod tests {
         keep
     }
 
+    /// The rows of 3 partitions as (id, score) batches in input order, and as (id, key)
+    /// batches in another order, split otherwise: as a cluster's tasks deliver them.
+    fn scored_and_keyed() -> (Vec<Vec<RecordBatch>>, Vec<RecordBatch>) {
+        use datafusion::arrow::array::{Decimal128Array, Float64Array, Int64Array};
+        use datafusion::arrow::datatypes::{Field, Schema};
+
+        use crate::stages::order_key::order_key;
+        // Heavy ties (5 values) and NULL scores.
+        let score = |id: i64| (id % 7 != 0).then(|| (id % 5) as f64);
+        let scored_schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("score", DataType::Float64, true),
+        ]));
+        let keyed_schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("key", DataType::Decimal128(38, 0), false),
+        ]));
+        let mut scored = Vec::new();
+        let mut keyed = Vec::new();
+        for (partition, rows) in [(0u64, 40), (1, 25), (2, 33)] {
+            let ids: Vec<i64> = (0..rows).map(|r| (partition * 1000 + r) as i64).collect();
+            let scores = Float64Array::from_iter(ids.iter().map(|&id| score(id)));
+            scored.push(vec![
+                RecordBatch::try_new(
+                    Arc::clone(&scored_schema),
+                    vec![Arc::new(Int64Array::from(ids.clone())), Arc::new(scores)],
+                )
+                .unwrap(),
+            ]);
+            let keys = ids
+                .iter()
+                .zip(0..)
+                .map(|(&id, row)| order_key(score(id), false, partition << 40 | row));
+            let keys = Decimal128Array::from_iter_values(keys)
+                .with_precision_and_scale(38, 0)
+                .unwrap();
+            let batch = RecordBatch::try_new(
+                Arc::clone(&keyed_schema),
+                vec![Arc::new(Int64Array::from(ids)), Arc::new(keys)],
+            )
+            .unwrap();
+            // Later partitions first, each cut in two.
+            keyed.insert(0, batch.slice(10, batch.num_rows() - 10));
+            keyed.insert(1, batch.slice(0, 10));
+        }
+        (scored, keyed)
+    }
+
+    async fn ids(plan: Arc<dyn ExecutionPlan>) -> Vec<i64> {
+        use datafusion::arrow::datatypes::Int64Type;
+        let batches = datafusion::physical_plan::collect(plan, Arc::new(TaskContext::default()))
+            .await
+            .unwrap();
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn gathered_keys_keep_the_rows_a_selection_in_input_order_keeps() {
+        use datafusion::datasource::memory::MemorySourceConfig;
+        let (scored, keyed) = scored_and_keyed();
+        let scored_input =
+            MemorySourceConfig::try_new_exec(&scored, scored[0][0].schema(), None).unwrap();
+        let keyed_input =
+            MemorySourceConfig::try_new_exec(&[keyed.clone()], keyed[0].schema(), None).unwrap();
+        let selections = [0, 1, 9, 40, 84, 98].map(Selection::TopK);
+        for selection in selections.into_iter().chain([Selection::TopR(0.45)]) {
+            let want = ids(Arc::new(SelectExec::new(
+                scored_input.clone(),
+                selection,
+                SelectStrategy::InputOrder,
+            )))
+            .await;
+            let got = ids(Arc::new(SelectExec::new(
+                keyed_input.clone(),
+                selection,
+                SelectStrategy::Gathered,
+            )))
+            .await;
+            assert_eq!(got, want, "{selection}");
+            assert!(want.windows(2).all(|w| w[0] < w[1]), "input order");
+            if let Selection::TopK(k @ 0..=83) = selection {
+                assert_eq!(want.len() as u64, k, "{selection}: 83 rows have a score");
+            }
+        }
+    }
+
     #[test]
     fn keeps_the_later_of_tied_rows() {
         let s = [Some(1.0), Some(2.0), None, Some(2.0), Some(0.5), Some(2.0)];
