@@ -414,7 +414,7 @@ mod tests {
 
         use crate::stages::order_key::order_key;
         // Heavy ties (5 values) and NULL scores.
-        let score = |id: i64| (id % 7 != 0).then(|| (id % 5) as f64);
+        let score = |id: i64| (id % 7 != 0).then_some((id % 5) as f64);
         let scored_schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("score", DataType::Float64, true),
@@ -472,7 +472,8 @@ mod tests {
         let scored_input =
             MemorySourceConfig::try_new_exec(&scored, scored[0][0].schema(), None).unwrap();
         let keyed_input =
-            MemorySourceConfig::try_new_exec(&[keyed.clone()], keyed[0].schema(), None).unwrap();
+            MemorySourceConfig::try_new_exec(std::slice::from_ref(&keyed), keyed[0].schema(), None)
+                .unwrap();
         let selections = [0, 1, 9, 40, 84, 98].map(Selection::TopK);
         for selection in selections.into_iter().chain([Selection::TopR(0.45)]) {
             let want = ids(Arc::new(SelectExec::new(
