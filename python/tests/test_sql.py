@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -69,6 +70,23 @@ def test_register_a_pyarrow_table_and_a_pandas_frame():
         session.sql("SELECT * FROM pandas_docs")
 
 
+def test_a_polars_frame_in_and_out():
+    session = delt.Session()
+    # polars hands its strings over as string views, through the Arrow PyCapsule interface.
+    frame = pl.DataFrame(
+        {
+            "id": [1, 2, 3, 4, 5, 6],
+            "text": ["a", "bb", None, "dddd", "eeeee", "ffffff"],
+            "score": [0.4, 0.1, 0.3, 0.2, 0.9, 0.0],
+        }
+    )
+    session.register("frame", frame)
+    table = session.sql("SELECT id, text FROM frame ORDER BY fold_order(score, 2)")
+    back = pl.from_arrow(table)
+    assert back["id"].to_list() == [6, 4, 1, 2, 3, 5]
+    assert back["text"].to_list() == ["ffffff", "dddd", "a", "bb", None, "eeeee"]
+
+
 def test_arrow_buffers_cross_without_a_copy():
     session = delt.Session()
     docs = pa.table({"id": list(range(1000)), "text": [f"document {i}" for i in range(1000)]})
@@ -85,7 +103,7 @@ def test_arrow_buffers_cross_without_a_copy():
 
 
 class CStreamOnly:
-    """Not a pyarrow object: only the Arrow PyCapsule stream interface (as polars has)."""
+    """Not a pyarrow object: only the Arrow PyCapsule stream interface."""
 
     def __init__(self, table: pa.Table) -> None:
         self._table = table
