@@ -76,8 +76,8 @@ pub async fn run(settings: ExecutorSettings) -> Result<()> {
     };
     let memory = settings
         .memory_limit
-        .map_or("no memory limit".into(), |bytes| {
-            format!("{:.1} GB of memory before spilling", bytes as f64 / 1e9)
+        .map_or("70% of this host's memory".into(), |bytes| {
+            format!("{:.3} GB", bytes as f64 / 1e9)
         });
     eprintln!(
         "delt executor {name} ({} slots, device {}, {memory} for tasks before they spill) joining the scheduler at {}",
