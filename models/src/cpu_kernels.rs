@@ -200,6 +200,11 @@ pub fn linear_residual_norm(
     Tensor::from_vec(out, shape.dims, &Device::Cpu)
 }
 
+/// Rows of `width` values per parallel task of an element-wise pass: about 16K values.
+pub(crate) fn rows_per_task(width: usize) -> usize {
+    (1 << 14) / width.max(1) + 1
+}
+
 /// Writes every element of a product's fresh destination before the product is added to it.
 type Fill<'a> = &'a dyn Fn(&mut [MaybeUninit<f32>]);
 
@@ -240,9 +245,8 @@ impl ProductShape {
         Ok(Self { m, n, k, dims })
     }
 
-    /// Rows per parallel task of an element-wise pass: about 16K values.
     fn rows_per_task(&self) -> usize {
-        (1 << 14) / self.n.max(1) + 1
+        rows_per_task(self.n)
     }
 
     /// `x W^T` alone, written into fresh memory.

@@ -153,6 +153,43 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
+/// Asserts that `delt sql` succeeded; a failure shows its stderr and the cluster's logs.
+fn succeeded(out: &Output, cluster: Option<&Cluster>) {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.map(Cluster::logs).unwrap_or_default()
+    );
+}
+
+/// Asserts that directories `want` and `got` hold the same files with the same bytes;
+/// returns how many.
+fn assert_same_files(want: &Path, got: &Path) -> usize {
+    let (want, got) = (tree(want), tree(got));
+    assert_eq!(
+        want.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        got.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    for ((path, a), (_, b)) in want.iter().zip(&got) {
+        assert!(a == b, "{} differs from the local run's", path.display());
+    }
+    want.len()
+}
+
+/// Asserts that every executor of `cluster` made the plugin function `name` (ran its tasks).
+fn assert_every_executor_made(cluster: &Cluster, name: &str) {
+    for i in 0..cluster.executors.len() {
+        let log = std::fs::read_to_string(cluster.logs.path().join(format!("executor-{i}")));
+        assert!(
+            log.unwrap()
+                .contains(&format!("plugin function {name} made from")),
+            "{}",
+            cluster.logs()
+        );
+    }
+}
+
 /// The same scoring, folding, selection and shuffling SQL on 8 Parquet files, as `delt sql`
 /// writes it into `out`.
 fn pipeline(input: &Path, out: &Path, plugin: &Path) -> Vec<String> {
@@ -192,43 +229,17 @@ fn a_scored_fold_on_two_executors_equals_the_local_run_byte_for_byte() {
     let plugin = rust_plugin("text_quality");
     let local = dir.path().join("local");
     let out = sql(&pipeline(&input, &local, &plugin), None, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out, None);
 
     let cluster = start_cluster(2, &[]);
     let remote = dir.path().join("remote");
     let out = sql(&pipeline(&input, &remote, &plugin), Some(&cluster), &[]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let (want, got) = (tree(&local), tree(&remote));
-    assert_eq!(
-        want.iter().map(|(p, _)| p).collect::<Vec<_>>(),
-        got.iter().map(|(p, _)| p).collect::<Vec<_>>()
-    );
-    assert!(
-        want.len() >= 6,
-        "{:?}",
-        want.iter().map(|(p, _)| p).collect::<Vec<_>>()
-    );
-    for ((path, a), (_, b)) in want.iter().zip(&got) {
-        assert!(a == b, "{} differs from the local run's", path.display());
-    }
+    succeeded(&out, Some(&cluster));
+    let files = assert_same_files(&local, &remote);
+    assert!(files >= 6, "{files} files");
     // The scoring ran on both executors: each made the plugin function for its tasks.
+    assert_every_executor_made(&cluster, "quality");
     let logs = cluster.logs();
-    for i in 0..2 {
-        let log = std::fs::read_to_string(cluster.logs.path().join(format!("executor-{i}")));
-        assert!(
-            log.unwrap().contains("plugin function quality made from"),
-            "{logs}"
-        );
-    }
     assert_eq!(ids(&local.join("by_score.parquet")).len(), 12_000);
     assert!(!logs.contains("panicked"), "{logs}");
 }
@@ -266,42 +277,19 @@ fn a_selection_scores_on_every_executor_and_equals_the_local_run() {
     };
     let local = dir.path().join("local");
     let out = sql(&statements(&local), None, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out, None);
     let cluster = start_cluster(2, &[]);
     let remote = dir.path().join("remote");
     let out = sql(&statements(&remote), Some(&cluster), &[]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    let (want, got) = (tree(&local), tree(&remote));
-    assert_eq!(
-        want.iter().map(|(p, _)| p).collect::<Vec<_>>(),
-        got.iter().map(|(p, _)| p).collect::<Vec<_>>()
-    );
-    for ((path, a), (_, b)) in want.iter().zip(&got) {
-        assert!(a == b, "{} differs from the local run's", path.display());
-    }
+    succeeded(&out, Some(&cluster));
+    assert_same_files(&local, &remote);
     assert_eq!(
         ids(&local.join("ties.parquet")),
         (8_500..9_000).collect::<Vec<i64>>()
     );
     assert_eq!(ids(&local.join("top.parquet")).len(), 4_000);
     // The selection's scoring ran on both executors, not in one task.
-    let logs = cluster.logs();
-    for i in 0..2 {
-        let log = std::fs::read_to_string(cluster.logs.path().join(format!("executor-{i}")));
-        assert!(
-            log.unwrap().contains("plugin function quality made from"),
-            "{logs}"
-        );
-    }
+    assert_every_executor_made(&cluster, "quality");
 }
 
 #[test]
@@ -319,11 +307,7 @@ fn a_fold_sorts_on_the_executors_within_their_memory_limit() {
     };
     let local = dir.path().join("local.parquet");
     let out = sql(&[fold(&local)], None, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out, None);
 
     // A sort sets aside 10 MB for merging what it spilled: 48M leaves each task 38 MB.
     let cluster = start_cluster_with(2, &[], &["--memory-limit", "48M"]);
@@ -341,12 +325,7 @@ fn a_fold_sorts_on_the_executors_within_their_memory_limit() {
     // Sorted on the executors under their limit, merged and dealt: the same bytes.
     let remote = dir.path().join("remote.parquet");
     let out = sql(&[fold(&remote)], Some(&cluster), &[]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
+    succeeded(&out, Some(&cluster));
     assert!(
         std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(),
         "the fold under the executors' memory limit differs from the local run's"
@@ -392,11 +371,7 @@ fn a_killed_executor_leaves_the_job_finished_elsewhere_or_failed_and_nothing_pub
     };
     let local = dir.path().join("local");
     let out = sql(&statements(&local), None, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out, None);
 
     let mut cluster = start_cluster(2, &[]);
     let remote = dir.path().join("remote");
@@ -587,18 +562,9 @@ fn s3_options_given_in_the_sql_reach_the_executors() {
         command.args(["-c", &statement]);
     }
     let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
+    succeeded(&out, Some(&cluster));
     let local = sql(&statements("local"), None, &s3_env(&moto.endpoint));
-    assert!(
-        local.status.success(),
-        "{}",
-        String::from_utf8_lossy(&local.stderr)
-    );
+    succeeded(&local, None);
     let (keys, remote_ids) = keys_and_ids(&moto.endpoint, "remote/");
     let (_, local_ids) = keys_and_ids(&moto.endpoint, "local/");
     assert_eq!(remote_ids, local_ids);
@@ -649,23 +615,14 @@ fn a_plugin_library_in_a_bucket_reaches_every_executor_through_the_cache() {
         Some(&cluster),
         &env,
     );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
+    succeeded(&out, Some(&cluster));
     let local = dir.path().join("local.parquet");
     let out = sql(
         &statements(&library.display().to_string(), &local),
         None,
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out, None);
     assert_eq!(
         std::fs::read(&remote).unwrap(),
         std::fs::read(&local).unwrap()

@@ -158,7 +158,7 @@ fn vector(t: &Tensor) -> Result<Vec<f32>> {
 /// RMS norm of every `width`-wide row of `x` into `out`.
 fn rms_norm_rows(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     let width = weight.len();
-    let rows = (1 << 14) / width.max(1) + 1;
+    let rows = cpu_kernels::rows_per_task(width);
     out.par_chunks_mut(rows * width)
         .zip(x.par_chunks(rows * width))
         .for_each(|(o, x)| {
