@@ -239,6 +239,25 @@ fn a_scored_fold_on_two_executors_equals_the_local_run_byte_for_byte() {
     assert!(files >= 6, "{files} files");
     // The scoring ran on both executors: each made the plugin function for its tasks.
     assert_every_executor_made(&cluster, "quality");
+    // The folded directory's 5 shards were written by the executors, each shard once.
+    let mut shards = Vec::new();
+    for i in 0..cluster.executors.len() {
+        let log = std::fs::read_to_string(cluster.logs.path().join(format!("executor-{i}")));
+        let log = log.unwrap();
+        let written: Vec<String> = log
+            .lines()
+            .filter_map(|line| line.strip_prefix("fold shard "))
+            .map(|line| line.split(':').next().unwrap().to_string())
+            .collect();
+        assert!(
+            !written.is_empty(),
+            "executor {i} wrote no shard\n{}",
+            cluster.logs()
+        );
+        shards.extend(written);
+    }
+    shards.sort();
+    assert_eq!(shards, ["0", "1", "2", "3", "4"], "{}", cluster.logs());
     let logs = cluster.logs();
     assert_eq!(ids(&local.join("by_score.parquet")).len(), 12_000);
     assert!(!logs.contains("panicked"), "{logs}");
@@ -305,8 +324,17 @@ fn a_fold_sorts_on_the_executors_within_their_memory_limit() {
             out.display()
         )
     };
+    let fold_to_shards = |out: &Path| {
+        format!(
+            "COPY (SELECT id, text, score FROM '{}/' ORDER BY fold_order(score, 3, 'zigzag')) \
+             TO '{}' STORED AS PARQUET OPTIONS (rows_per_shard 7000)",
+            input.display(),
+            out.display()
+        )
+    };
     let local = dir.path().join("local.parquet");
-    let out = sql(&[fold(&local)], None, &[]);
+    let local_shards = dir.path().join("local_shards");
+    let out = sql(&[fold(&local), fold_to_shards(&local_shards)], None, &[]);
     succeeded(&out, None);
 
     // A sort sets aside 10 MB for merging what it spilled: 48M leaves each task 38 MB.
@@ -322,14 +350,21 @@ fn a_fold_sorts_on_the_executors_within_their_memory_limit() {
         plan.contains("strategy=sorted stream") && plan.contains("SortExec"),
         "{plan}"
     );
-    // Sorted on the executors under their limit, merged and dealt: the same bytes.
+    // Sorted on the executors under their limit, merged and dealt: the same bytes. To a
+    // directory, the executors also write the sorted runs and the shards.
     let remote = dir.path().join("remote.parquet");
-    let out = sql(&[fold(&remote)], Some(&cluster), &[]);
+    let remote_shards = dir.path().join("remote_shards");
+    let out = sql(
+        &[fold(&remote), fold_to_shards(&remote_shards)],
+        Some(&cluster),
+        &[],
+    );
     succeeded(&out, Some(&cluster));
     assert!(
         std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(),
         "the fold under the executors' memory limit differs from the local run's"
     );
+    assert_eq!(assert_same_files(&local_shards, &remote_shards), 9);
     drop(cluster);
 
     // The limit is the executors' own: one too small to sort a batch fails the query.

@@ -3,6 +3,7 @@
 use anyhow::anyhow;
 use clap::{ArgMatches, ValueEnum};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::allocator::{FreedMemory, tune_allocator};
 use super::plugins::found_plugins;
@@ -179,6 +180,9 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
                 (true, false) => Some(ResumeMode::Resume),
                 (false, false) => None,
             });
+        if args.cluster.is_some() {
+            runner = runner.with_copy_writer(Arc::new(crate::cluster::fold_copy::DistributedFold));
+        }
         let running = runner.running();
         let run = async {
             for (origin, text) in &sources {

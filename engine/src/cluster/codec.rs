@@ -32,6 +32,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde_json::{Value, json};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
+use super::distributed_fold::{FoldRunsExec, FoldRunsNode, FoldShardsExec, FoldShardsNode};
 use super::unavailable_function::UnavailableFunction;
 use crate::plugins::call::PluginCall;
 use crate::plugins::host::{PluginRegistry, find_library};
@@ -282,21 +283,45 @@ impl LogicalExtensionCodec for DeltLogicalCodec {
         let Some(value) = untag(buf)? else {
             return self.ballista.try_decode(buf, inputs, ctx);
         };
-        let input = inputs.first().ok_or_else(|| malformed("no input"))?;
+        if value["node"] == "fold_shards" {
+            let spec = value["spec"].as_str().ok_or_else(|| malformed("spec"))?;
+            return Ok(Extension {
+                node: Arc::new(FoldShardsNode::new(spec.to_string())),
+            });
+        }
+        let input = inputs.first().ok_or_else(|| malformed("no input"))?.clone();
+        if value["node"] == "fold_runs" {
+            let mode = value["mode"]
+                .as_str()
+                .ok_or_else(|| malformed("fold mode"))?
+                .parse()
+                .map_err(|e: String| malformed(&e))?;
+            let dir = value["dir"].as_str().ok_or_else(|| malformed("dir"))?;
+            return Ok(Extension {
+                node: Arc::new(FoldRunsNode::new(input, mode, dir.to_string())),
+            });
+        }
         let stage = stage_from(&value["stage"])?;
         Ok(Extension {
-            node: Arc::new(StageNode::over_scored(input.clone(), stage)?),
+            node: Arc::new(StageNode::over_scored(input, stage)?),
         })
     }
 
-    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
-        match node.node.as_any().downcast_ref::<StageNode>() {
-            Some(stage) => {
-                tagged(json!({"stage": stage_json(stage.stage())}), buf);
-                Ok(())
-            }
-            None => self.ballista.try_encode(node, buf),
+    fn try_encode(&self, extension: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        let node = extension.node.as_any();
+        if let Some(stage) = node.downcast_ref::<StageNode>() {
+            tagged(json!({"stage": stage_json(stage.stage())}), buf);
+        } else if let Some(runs) = node.downcast_ref::<FoldRunsNode>() {
+            tagged(
+                json!({"node": "fold_runs", "mode": runs.mode().to_string(), "dir": runs.dir()}),
+                buf,
+            );
+        } else if let Some(shards) = node.downcast_ref::<FoldShardsNode>() {
+            tagged(json!({"node": "fold_shards", "spec": shards.spec()}), buf);
+        } else {
+            return self.ballista.try_encode(extension, buf);
         }
+        Ok(())
     }
 
     fn try_decode_table_provider(
@@ -379,9 +404,20 @@ impl PhysicalExtensionCodec for DeltPhysicalCodec {
         let Some(value) = untag(buf)? else {
             return self.ballista.try_decode(buf, inputs, ctx, proto_converter);
         };
-        let input = Arc::clone(inputs.first().ok_or_else(|| malformed("no input"))?);
         let node = &value["node"];
+        let input = Arc::clone(inputs.first().ok_or_else(|| malformed("no input"))?);
         Ok(match node.as_str() {
+            Some("fold_shards") => Arc::new(FoldShardsExec::with_input(
+                input,
+                value["spec"].as_str().ok_or_else(|| malformed("spec"))?,
+            )?),
+            Some("fold_runs") => Arc::new(FoldRunsExec::new(
+                input,
+                value["dir"]
+                    .as_str()
+                    .ok_or_else(|| malformed("dir"))?
+                    .to_string(),
+            )),
             Some("order_key") => Arc::new(
                 OrderKeyExec::new(
                     input,
@@ -445,6 +481,13 @@ impl PhysicalExtensionCodec for DeltPhysicalCodec {
             };
             tagged(
                 json!({"node": "fold", "stage": stage_json(stage), "strategy": strategy_name(fold.strategy())}),
+                buf,
+            );
+        } else if let Some(runs) = node.downcast_ref::<FoldRunsExec>() {
+            tagged(json!({"node": "fold_runs", "dir": runs.dir()}), buf);
+        } else if let Some(shards) = node.downcast_ref::<FoldShardsExec>() {
+            tagged(
+                json!({"node": "fold_shards", "spec": shards.spec_json()}),
                 buf,
             );
         } else if let Some(select) = node.downcast_ref::<SelectExec>() {

@@ -21,9 +21,13 @@
 
 pub mod client;
 pub mod codec;
+pub mod distributed_fold;
 pub mod executor;
+pub mod fold_copy;
+pub mod fold_layout;
 pub mod portable_scans;
 pub mod scheduler;
+pub mod sorted_runs;
 pub mod unavailable_function;
 
 use std::sync::{Arc, OnceLock};

@@ -11,6 +11,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
 
 use super::codec::{DeltLogicalCodec, DeltPhysicalCodec, PluginFunctions};
+use super::distributed_fold::DistributedFoldPlanner;
 use crate::error::{DeltError, Result};
 use crate::sql::planner::DeltQueryPlanner;
 use crate::sql::session::session_state;
@@ -46,7 +47,8 @@ pub async fn run(settings: SchedulerSettings) -> Result<()> {
             let runtime = RuntimeEnvBuilder::new()
                 .with_object_store_registry(super::object_stores(&config)?)
                 .build_arc()?;
-            session_state(config, runtime, DeltQueryPlanner::distributed(), None)
+            let planner = DeltQueryPlanner::distributed(vec![Arc::new(DistributedFoldPlanner)]);
+            session_state(config, runtime, planner, None)
                 .map_err(|e| DataFusionError::External(Box::new(e)))
         })),
         ..SchedulerConfig::default()

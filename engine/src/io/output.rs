@@ -123,6 +123,9 @@ pub struct CopyTarget {
     format: Format,
     single_file: bool,
     rows_per_shard: usize,
+    /// The file type and options as given, for a target made again elsewhere.
+    file_type: String,
+    options: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +154,7 @@ impl CopyTarget {
         mut options: HashMap<String, String>,
         defaults: &TableOptions,
     ) -> Result<Self> {
+        let given = options.clone();
         let rows_per_shard = match options.remove(ROWS_PER_SHARD_OPTION) {
             Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
                 DeltError::Config(format!(
@@ -198,7 +202,94 @@ impl CopyTarget {
             format,
             single_file,
             rows_per_shard,
+            file_type: file_type.to_string(),
+            options: given,
         })
+    }
+
+    /// The file type as given (`parquet`, `json`, `csv`).
+    pub fn file_type(&self) -> &str {
+        &self.file_type
+    }
+
+    /// The options as given, for [`CopyTarget::new`] in another process.
+    pub fn options(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+
+    /// The destination as a URL (a local path made absolute).
+    pub fn location(&self) -> String {
+        self.url.as_str().to_string()
+    }
+
+    /// Whether the destination is one file rather than a directory of shards.
+    pub fn is_single_file(&self) -> bool {
+        self.single_file
+    }
+
+    /// Rows per shard of a directory destination.
+    pub fn rows_per_shard(&self) -> usize {
+        self.rows_per_shard
+    }
+
+    /// Where shard `index` is staged in `staging`.
+    pub fn shard_path(&self, staging: &Path, index: usize) -> Path {
+        staging
+            .clone()
+            .join(format!("{index:010}.{}", self.format.extension()))
+    }
+
+    /// The staging directory's URL for a destination whose shards others write (the tasks
+    /// of a cluster), and the path its shards go to in `store_url`'s store.
+    pub fn url_of(&self, path: &Path) -> String {
+        format!("{}{path}", self.url.object_store().as_str())
+    }
+
+    /// Writes a directory destination whose shards `stage` writes into the staging directory
+    /// it is given, returning the staged shards and their rows in order; publishes them as
+    /// [`write`](Self::write) does, atomically.
+    pub async fn write_staged<F, Fut>(&self, store: Arc<dyn ObjectStore>, stage: F) -> Result<u64>
+    where
+        F: FnOnce(Path) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(Path, u64)>>>,
+    {
+        let result = async {
+            remove_leftovers(store.as_ref(), &self.url, true).await?;
+            let destination = self.url.prefix().clone();
+            let staging = StagingDir::create(Arc::clone(&store), &destination, &self.url);
+            let outcome = match stage(staging.path().clone()).await {
+                Ok(shards) => {
+                    let extension = self.format.extension();
+                    let files: Vec<_> = shards
+                        .iter()
+                        .map(|(path, _)| vec![(path.clone(), extension)])
+                        .collect();
+                    publish_shards(store.as_ref(), &destination, &files, &[extension])
+                        .await
+                        .map(|()| shards.iter().map(|(_, rows)| rows).sum())
+                }
+                Err(e) => Err(e),
+            };
+            staging.remove().await;
+            outcome
+        }
+        .await;
+        result.map_err(|source| DeltError::Output {
+            destination: self.display.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Writes every row of `stream` as one shard file at `path` (in the destination's store);
+    /// returns its rows. A failure leaves no file there.
+    pub async fn write_shard(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        stream: SendableRecordBatchStream,
+    ) -> Result<u64> {
+        self.write_one(store, path, stream, &AtomicU64::new(0))
+            .await
     }
 
     /// Where the output goes, as the user wrote it.
@@ -219,10 +310,20 @@ impl CopyTarget {
         stream: SendableRecordBatchStream,
         written: Arc<AtomicU64>,
     ) -> Result<u64> {
-        let result = match remove_leftovers(store.as_ref(), &self.url, !self.single_file).await {
+        if !self.single_file {
+            let staged = Arc::clone(&store);
+            return self
+                .write_staged(store, |staging| async move {
+                    self.stage_shards(staged, &staging, stream, &written).await
+                })
+                .await;
+        }
+        let result = match remove_leftovers(store.as_ref(), &self.url, false).await {
             Err(e) => Err(e),
-            Ok(()) if self.single_file => self.write_file(store, stream, &written).await,
-            Ok(()) => self.write_shards(store, stream, &written).await,
+            Ok(()) => {
+                let path = self.url.prefix().clone();
+                self.write_one(store, path, stream, &written).await
+            }
         };
         result.map_err(|source| DeltError::Output {
             destination: self.display.clone(),
@@ -230,13 +331,14 @@ impl CopyTarget {
         })
     }
 
-    async fn write_file(
+    /// Writes every row of `stream` as one file at `path`, counting rows in `written`.
+    async fn write_one(
         &self,
         store: Arc<dyn ObjectStore>,
+        path: Path,
         mut stream: SendableRecordBatchStream,
         written: &AtomicU64,
     ) -> std::result::Result<u64, DeltError> {
-        let path = self.url.prefix().clone();
         let mut file = OpenFile::create(
             self.upload(store, &path)?,
             path,
@@ -260,34 +362,6 @@ impl CopyTarget {
         }
     }
 
-    async fn write_shards(
-        &self,
-        store: Arc<dyn ObjectStore>,
-        stream: SendableRecordBatchStream,
-        written: &AtomicU64,
-    ) -> std::result::Result<u64, DeltError> {
-        let destination = self.url.prefix().clone();
-        let staging = StagingDir::create(Arc::clone(&store), &destination, &self.url);
-        let outcome = self
-            .stage_shards(Arc::clone(&store), staging.path(), stream, written)
-            .await;
-        let result = match outcome {
-            Ok(shards) => {
-                let extension = self.format.extension();
-                let files: Vec<_> = shards
-                    .iter()
-                    .map(|(path, _)| vec![(path.clone(), extension)])
-                    .collect();
-                publish_shards(store.as_ref(), &destination, &files, &[extension])
-                    .await
-                    .map(|()| shards.iter().map(|(_, rows)| rows).sum())
-            }
-            Err(e) => Err(e),
-        };
-        staging.remove().await;
-        result
-    }
-
     /// Writes the shards under `staging`; returns their paths and row counts in order.
     async fn stage_shards(
         &self,
@@ -300,9 +374,7 @@ impl CopyTarget {
         let mut shards: Vec<(Path, u64)> = Vec::new();
         let mut open: Option<OpenFile> = None;
         let new_shard = |index: usize| {
-            let path = staging
-                .clone()
-                .join(format!("{index:010}.{}", self.format.extension()));
+            let path = self.shard_path(staging, index);
             Ok::<_, DeltError>(OpenFile::create(
                 self.upload(Arc::clone(&store), &path)?,
                 path,

@@ -19,10 +19,21 @@ use crate::stages::node::{Stage, StageNode};
 use crate::stages::order_key::OrderKeyExec;
 use crate::stages::select::{SelectExec, SelectStrategy};
 
-/// DataFusion's planner, taught the DELT [`StageNode`].
-#[derive(Debug, Default, Clone, Copy)]
+/// DataFusion's planner, taught the DELT [`StageNode`] (and, in a cluster's scheduler, the
+/// nodes of its extensions).
+#[derive(Default, Clone)]
 pub struct DeltQueryPlanner {
     distributed: bool,
+    extensions: Vec<Arc<dyn ExtensionPlanner + Send + Sync>>,
+}
+
+impl std::fmt::Debug for DeltQueryPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("DeltQueryPlanner")
+            .field("distributed", &self.distributed)
+            .field("extensions", &self.extensions.len())
+            .finish()
+    }
 }
 
 impl DeltQueryPlanner {
@@ -32,9 +43,13 @@ impl DeltQueryPlanner {
     /// spilling under its executor's memory limit) and merges the sorted streams in one task;
     /// a selection gathers its keyed rows into one task ([`SelectStrategy::Gathered`]). Keys
     /// number rows by the scan's files
-    /// ([`PartitionStart`](crate::stages::order_key::PartitionStart)).
-    pub fn distributed() -> Self {
-        Self { distributed: true }
+    /// ([`PartitionStart`](crate::stages::order_key::PartitionStart)). `extensions` plan the
+    /// nodes that only a cluster's jobs hold.
+    pub fn distributed(extensions: Vec<Arc<dyn ExtensionPlanner + Send + Sync>>) -> Self {
+        Self {
+            distributed: true,
+            extensions,
+        }
     }
 }
 
@@ -48,7 +63,9 @@ impl QueryPlanner for DeltQueryPlanner {
         let planner = DeltExtensionPlanner {
             distributed: self.distributed,
         };
-        let plan = DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(planner)])
+        let mut planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>> = vec![Arc::new(planner)];
+        planners.extend(self.extensions.iter().cloned());
+        let plan = DefaultPhysicalPlanner::with_extension_planners(planners)
             .create_physical_plan(logical_plan, session_state)
             .await?;
         if !self.distributed {

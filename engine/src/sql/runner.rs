@@ -41,6 +41,20 @@ pub enum ResultFormat {
     Json,
 }
 
+/// Writes a COPY otherwise than by streaming its query through this process: a cluster's
+/// distributed fold ([`crate::cluster::fold_copy`]).
+#[async_trait::async_trait]
+pub trait CopyWriter: Send + Sync {
+    /// Writes the result of `query` to `target` and returns the rows written; `None` when
+    /// this writer does not take such a query or target (the runner then writes it).
+    async fn write(
+        &self,
+        ctx: &SessionContext,
+        query: &LogicalPlan,
+        target: &CopyTarget,
+    ) -> Result<Option<u64>>;
+}
+
 /// Executes SQL text: parameters bound as literals, statements run in order, query results
 /// printed, `COPY` written in order and atomically, S3 options of `CREATE EXTERNAL TABLE` and
 /// `COPY` applied.
@@ -53,6 +67,7 @@ pub struct Runner {
     out: Box<dyn Write + Send + Sync>,
     running: RunningStatement,
     resume: Option<ResumeMode>,
+    copy_writer: Option<Arc<dyn CopyWriter>>,
 }
 
 /// What becomes of a query's result.
@@ -94,7 +109,14 @@ impl Runner {
             out: Box::new(std::io::stdout()),
             running: RunningStatement::default(),
             resume: None,
+            copy_writer: None,
         }
+    }
+
+    /// Offers every COPY (without `--resume`) to `writer` first.
+    pub fn with_copy_writer(mut self, writer: Arc<dyn CopyWriter>) -> Self {
+        self.copy_writer = Some(writer);
+        self
     }
 
     /// Values for `${name}` in the SQL.
@@ -303,6 +325,13 @@ impl Runner {
             return Err(error);
         }
         let started = Instant::now();
+        if let (None, Some(writer)) = (self.resume, &self.copy_writer) {
+            let written = writer.write(&self.ctx, &copy.input, &target).await;
+            if let Some(rows) = self.explain_output(written, &inputs).await? {
+                self.report_copy(rows, &target, started);
+                return Ok(());
+            }
+        }
         let (input, job) = self
             .units(Arc::unwrap_or_clone(copy.input), target.destination(), text)
             .await?;
@@ -314,6 +343,11 @@ impl Runner {
         if let Some(job) = job {
             job.finish().await;
         }
+        self.report_copy(rows, &target, started);
+        Ok(())
+    }
+
+    fn report_copy(&self, rows: u64, target: &CopyTarget, started: Instant) {
         if !self.quiet {
             eprintln!(
                 "wrote {rows} rows to {} in {:.1}s{}",
@@ -322,7 +356,6 @@ impl Runner {
                 retries_note()
             );
         }
-        Ok(())
     }
 
     /// Plans `plan` and executes it as one stream in its order, with the progress line.

@@ -162,6 +162,11 @@ impl StageNode {
     pub fn stage(&self) -> Stage {
         self.stage
     }
+
+    /// The scored input: its columns, then the score ([`SCORE_COLUMN`]).
+    pub fn input(&self) -> &LogicalPlan {
+        &self.input
+    }
 }
 
 // The schema follows from the input, so it takes no part in the comparison.
