@@ -6,9 +6,10 @@ Generates --rows documents as --files Parquet files (with delt itself), then tim
 processes, `delt sql` running
 
   COPY (SELECT id, text, quality(text) AS q FROM 'in/' ORDER BY fold_order(quality(text), 3))
-  TO 'out/' STORED AS PARQUET
+  TO 'out/' STORED AS PARQUET OPTIONS (rows_per_shard N)
 
-with `quality` the text_quality scorer plugin (or the function given by --create-function):
+with N = --rows-per-shard (on a cluster the executors write the shards, each its own),
+`quality` the text_quality scorer plugin (or the function given by --create-function):
 
   local        delt sql, --threads = the machine's cores
   1 executor   a scheduler and one executor with --slots = the cores
@@ -18,7 +19,7 @@ The cluster's start is not timed (the processes run before the query starts). Ev
 checked to be byte-identical to the local one before any figure is printed. Needs only Python's
 standard library and `cargo build`:
 
-  python3 examples/bench_cluster.py --rows 400000 --files 16
+  python3 examples/bench_cluster.py --rows 400000 --files 16 --rows-per-shard 50000
 """
 import argparse
 import os
@@ -98,6 +99,7 @@ def main():
     parser.add_argument("--create-function", default=(
         "CREATE FUNCTION quality(t VARCHAR) RETURNS DOUBLE LANGUAGE delt "
         "AS 'text_quality#text_quality?batch_size=2048'"))
+    parser.add_argument("--rows-per-shard", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     cores = os.cpu_count()
@@ -112,7 +114,8 @@ def main():
         def pipeline(out):
             return [args.create_function,
                     f"COPY (SELECT id, text, quality(text) AS q FROM '{data}/' "
-                    f"ORDER BY fold_order(quality(text), 3)) TO '{out}/' STORED AS PARQUET"]
+                    f"ORDER BY fold_order(quality(text), 3)) TO '{out}/' STORED AS PARQUET "
+                    f"OPTIONS (rows_per_shard {args.rows_per_shard})"]
 
         runs = [("local", None, None), ("1 executor", 1, cores), ("2 executors", 2, max(1, cores // 2))]
         reference = None
@@ -139,7 +142,8 @@ def main():
                     p.kill()
                     p.wait()
             results.append((name, sorted(times)[len(times) // 2]))
-        print(f"{args.rows:,} documents in {args.files} Parquet files, {cores} cores, "
+        print(f"{args.rows:,} documents in {args.files} Parquet files, "
+              f"{-(-args.rows // args.rows_per_shard)} output shards, {cores} cores, "
               f"median of {args.repeat}; outputs byte-identical")
         print(f"{'run':<14}{'wall s':>9}{'docs/s':>11}{'vs local':>10}")
         local = results[0][1]

@@ -191,7 +191,8 @@ fn assert_every_executor_made(cluster: &Cluster, name: &str) {
 }
 
 /// The same scoring, folding, selection and shuffling SQL on 8 Parquet files, as `delt sql`
-/// writes it into `out`.
+/// writes it into `out` (the folded and the shuffled directories by the executors, in a
+/// cluster).
 fn pipeline(input: &Path, out: &Path, plugin: &Path) -> Vec<String> {
     let input = input.display();
     let out = out.display();
@@ -213,6 +214,10 @@ fn pipeline(input: &Path, out: &Path, plugin: &Path) -> Vec<String> {
         format!(
             "COPY (SELECT id FROM '{input}/' WHERE top_k(score, 700) ORDER BY shuffle_order(7)) \
              TO '{out}/shuffled.parquet'"
+        ),
+        format!(
+            "COPY (SELECT id, text FROM '{input}/' ORDER BY shuffle_order(11)) \
+             TO '{out}/shuffled' STORED AS JSON OPTIONS (rows_per_shard 5000)"
         ),
         // Every row tied: the fold is input order, which the tasks' slices must keep.
         format!(
@@ -236,10 +241,11 @@ fn a_scored_fold_on_two_executors_equals_the_local_run_byte_for_byte() {
     let out = sql(&pipeline(&input, &remote, &plugin), Some(&cluster), &[]);
     succeeded(&out, Some(&cluster));
     let files = assert_same_files(&local, &remote);
-    assert!(files >= 6, "{files} files");
+    assert!(files >= 9, "{files} files");
     // The scoring ran on both executors: each made the plugin function for its tasks.
     assert_every_executor_made(&cluster, "quality");
-    // The folded directory's 5 shards were written by the executors, each shard once.
+    // The shards of the folded directory (5) and of the shuffled one (3) were written by the
+    // executors, each shard once.
     let mut shards = Vec::new();
     for i in 0..cluster.executors.len() {
         let log = std::fs::read_to_string(cluster.logs.path().join(format!("executor-{i}")));
@@ -257,7 +263,12 @@ fn a_scored_fold_on_two_executors_equals_the_local_run_byte_for_byte() {
         shards.extend(written);
     }
     shards.sort();
-    assert_eq!(shards, ["0", "1", "2", "3", "4"], "{}", cluster.logs());
+    assert_eq!(
+        shards,
+        ["0", "0", "1", "1", "2", "2", "3", "4"],
+        "{}",
+        cluster.logs()
+    );
     let logs = cluster.logs();
     assert_eq!(ids(&local.join("by_score.parquet")).len(), 12_000);
     assert!(!logs.contains("panicked"), "{logs}");

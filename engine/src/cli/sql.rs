@@ -181,7 +181,9 @@ pub(super) fn run(args: SqlArgs, matches: &ArgMatches) -> anyhow::Result<()> {
                 (false, false) => None,
             });
         if args.cluster.is_some() {
-            runner = runner.with_copy_writer(Arc::new(crate::cluster::fold_copy::DistributedFold));
+            let report = !args.quiet;
+            let writer = crate::cluster::fold_copy::DistributedFold { report };
+            runner = runner.with_copy_writer(Arc::new(writer));
         }
         let running = runner.running();
         let run = async {

@@ -32,7 +32,9 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde_json::{Value, json};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use super::distributed_fold::{FoldRunsExec, FoldRunsNode, FoldShardsExec, FoldShardsNode};
+use super::distributed_fold::{
+    FoldRunsExec, FoldRunsNode, FoldShardsExec, FoldShardsNode, HashKeyExec,
+};
 use super::unavailable_function::UnavailableFunction;
 use crate::plugins::call::PluginCall;
 use crate::plugins::host::{PluginRegistry, find_library};
@@ -291,14 +293,14 @@ impl LogicalExtensionCodec for DeltLogicalCodec {
         }
         let input = inputs.first().ok_or_else(|| malformed("no input"))?.clone();
         if value["node"] == "fold_runs" {
-            let mode = value["mode"]
+            let key = value["key"]
                 .as_str()
-                .ok_or_else(|| malformed("fold mode"))?
+                .ok_or_else(|| malformed("run key"))?
                 .parse()
                 .map_err(|e: String| malformed(&e))?;
             let dir = value["dir"].as_str().ok_or_else(|| malformed("dir"))?;
             return Ok(Extension {
-                node: Arc::new(FoldRunsNode::new(input, mode, dir.to_string())),
+                node: Arc::new(FoldRunsNode::new(input, key, dir.to_string())),
             });
         }
         let stage = stage_from(&value["stage"])?;
@@ -313,7 +315,7 @@ impl LogicalExtensionCodec for DeltLogicalCodec {
             tagged(json!({"stage": stage_json(stage.stage())}), buf);
         } else if let Some(runs) = node.downcast_ref::<FoldRunsNode>() {
             tagged(
-                json!({"node": "fold_runs", "mode": runs.mode().to_string(), "dir": runs.dir()}),
+                json!({"node": "fold_runs", "key": runs.key().to_string(), "dir": runs.dir()}),
                 buf,
             );
         } else if let Some(shards) = node.downcast_ref::<FoldShardsNode>() {
@@ -411,6 +413,7 @@ impl PhysicalExtensionCodec for DeltPhysicalCodec {
                 input,
                 value["spec"].as_str().ok_or_else(|| malformed("spec"))?,
             )?),
+            Some("hash_key") => Arc::new(HashKeyExec::new(input)),
             Some("fold_runs") => Arc::new(FoldRunsExec::new(
                 input,
                 value["dir"]
@@ -483,6 +486,8 @@ impl PhysicalExtensionCodec for DeltPhysicalCodec {
                 json!({"node": "fold", "stage": stage_json(stage), "strategy": strategy_name(fold.strategy())}),
                 buf,
             );
+        } else if node.is::<HashKeyExec>() {
+            tagged(json!({"node": "hash_key"}), buf);
         } else if let Some(runs) = node.downcast_ref::<FoldRunsExec>() {
             tagged(json!({"node": "fold_runs", "dir": runs.dir()}), buf);
         } else if let Some(shards) = node.downcast_ref::<FoldShardsExec>() {

@@ -14,14 +14,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{AsArray, BinaryArray, RecordBatch, StringArray, UInt64Array};
-use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Field, Schema, SchemaRef, UInt64Type,
+use datafusion::arrow::array::{
+    AsArray, BinaryArray, Decimal128Array, RecordBatch, StringArray, UInt64Array,
 };
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use datafusion::catalog::Session;
 use datafusion::common::config::TableOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -45,7 +47,7 @@ use datafusion::physical_plan::{
     ExecutionPlanProperties, Partitioning, PlanProperties, ReplaceChildrenOptions,
 };
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use serde_json::{Value, json};
@@ -54,7 +56,7 @@ use crate::cluster::fold_layout::Piece;
 use crate::cluster::sorted_runs::{Fence, RankedMerge, RunFile, RunSummary, RunWriter};
 use crate::io::output::CopyTarget;
 use crate::stages::FoldMode;
-use crate::stages::order_key::{KEY_COLUMN, OrderKeyExec, ROW_BITS, key_position};
+use crate::stages::order_key::{KEY_COLUMN, OrderKeyExec};
 
 /// The columns each task of the first job returns: its run's path, rows, scored rows and
 /// the first key of every block (16 bytes each, little-endian).
@@ -97,30 +99,60 @@ fn store_and_path(url: &str, context: &TaskContext) -> Result<(Arc<dyn ObjectSto
     Ok((store, url.prefix().clone()))
 }
 
-/// Logical node of the first job: `input` (its last column the score) keyed, sorted and
-/// written as runs under `dir` (a URL), one per input partition.
+/// What the first job sorts its rows by: the key made from its input's last column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub enum RunKey {
+    /// A fold's order key: the score and the row's position ([`OrderKeyExec`]).
+    Fold(FoldMode),
+    /// A shuffle's key: the row's 16-byte seeded hash (`shuffle_order`), as a number
+    /// ([`HashKeyExec`]).
+    Shuffle,
+}
+
+impl fmt::Display for RunKey {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::Fold(mode) => write!(f, "{mode}"),
+            Self::Shuffle => f.write_str("shuffle"),
+        }
+    }
+}
+
+impl std::str::FromStr for RunKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "shuffle" => Ok(Self::Shuffle),
+            mode => mode.parse().map(Self::Fold),
+        }
+    }
+}
+
+/// Logical node of the first job: `input` keyed by its last column, sorted and written as
+/// runs under `dir` (a URL), one per input partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FoldRunsNode {
     input: LogicalPlan,
-    mode: FoldMode,
+    key: RunKey,
     dir: String,
     schema: DFSchemaRef,
 }
 
 impl FoldRunsNode {
-    /// Runs of `input` (scored, as below a fold) under `dir`, keyed as `mode` folds.
-    pub fn new(input: LogicalPlan, mode: FoldMode, dir: String) -> Self {
+    /// Runs of `input` (its last column the score or the shuffle hash) under `dir`.
+    pub fn new(input: LogicalPlan, key: RunKey, dir: String) -> Self {
         Self {
             input,
-            mode,
+            key,
             dir,
             schema: df_schema(runs_schema()),
         }
     }
 
-    /// How the fold orders the keys.
-    pub fn mode(&self) -> FoldMode {
-        self.mode
+    /// What the rows are sorted by.
+    pub fn key(&self) -> RunKey {
+        self.key
     }
 
     /// Where the runs go (a URL).
@@ -131,7 +163,7 @@ impl FoldRunsNode {
 
 impl PartialOrd for FoldRunsNode {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        (&self.input, self.mode, &self.dir).partial_cmp(&(&other.input, other.mode, &other.dir))
+        (&self.input, self.key, &self.dir).partial_cmp(&(&other.input, other.key, &other.dir))
     }
 }
 
@@ -153,7 +185,7 @@ impl UserDefinedLogicalNodeCore for FoldRunsNode {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "FoldRuns: mode={}, dir={}", self.mode, self.dir)
+        write!(f, "FoldRuns: key={}, dir={}", self.key, self.dir)
     }
 
     fn with_exprs_and_inputs(
@@ -161,11 +193,7 @@ impl UserDefinedLogicalNodeCore for FoldRunsNode {
         _exprs: Vec<Expr>,
         mut inputs: Vec<LogicalPlan>,
     ) -> Result<Self> {
-        Ok(Self::new(
-            inputs.swap_remove(0),
-            self.mode,
-            self.dir.clone(),
-        ))
+        Ok(Self::new(inputs.swap_remove(0), self.key, self.dir.clone()))
     }
 }
 
@@ -241,10 +269,15 @@ impl ExtensionPlanner for DistributedFoldPlanner {
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         if let Some(runs) = node.as_any().downcast_ref::<FoldRunsNode>() {
             let input = Arc::clone(&physical_inputs[0]);
-            let score = input.schema().fields().len() - 1;
-            let keyed = OrderKeyExec::new(input, score, runs.mode() == FoldMode::Descending);
+            let last = input.schema().fields().len() - 1;
+            let keyed: Arc<dyn ExecutionPlan> = match runs.key() {
+                RunKey::Fold(mode) => {
+                    Arc::new(OrderKeyExec::new(input, last, mode == FoldMode::Descending))
+                }
+                RunKey::Shuffle => Arc::new(HashKeyExec::new(input)),
+            };
             return Ok(Some(Arc::new(FoldRunsExec::new(
-                Arc::new(keyed),
+                keyed,
                 runs.dir().to_string(),
             ))));
         }
@@ -252,6 +285,117 @@ impl ExtensionPlanner for DistributedFoldPlanner {
             return Ok(Some(Arc::new(FoldShardsExec::try_new(shards.spec())?)));
         }
         Ok(None)
+    }
+}
+
+/// Replaces its input's last column, a shuffle's 16-byte row hash, by [`KEY_COLUMN`]: the
+/// hash as a number, in the hashes' byte order (the order a sort on the hash gives).
+#[derive(Debug)]
+pub struct HashKeyExec {
+    input: Arc<dyn ExecutionPlan>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl HashKeyExec {
+    /// Keys the rows of `input` by its last column.
+    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+        let mut fields = input.schema().fields().to_vec();
+        fields.pop();
+        fields.push(Arc::new(Field::new(
+            KEY_COLUMN,
+            DataType::Decimal128(38, 0),
+            false,
+        )));
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            input.schema().metadata().clone(),
+        ));
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            input.output_partitioning().clone(),
+            input.pipeline_behavior(),
+            input.boundedness(),
+        ));
+        Self {
+            input,
+            schema,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for HashKeyExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "HashKeyExec")
+    }
+}
+
+impl ExecutionPlan for HashKeyExec {
+    fn name(&self) -> &str {
+        "HashKeyExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    // Its key column is not its input's: an order on it says nothing about the input's.
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self::new(children.swap_remove(0))))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let schema = Arc::clone(&self.schema);
+        let stream = self.input.execute(partition, context)?.map(move |batch| {
+            let batch = batch?;
+            let mut columns = batch.columns().to_vec();
+            let hashes = columns.pop().expect("a hash column");
+            let hashes = hashes.as_fixed_size_binary();
+            let keys = Decimal128Array::from_iter_values(hashes.iter().map(|hash| {
+                let bytes: [u8; 16] = hash.and_then(|h| h.try_into().ok()).unwrap_or_default();
+                (u128::from_be_bytes(bytes) ^ (1 << 127)) as i128
+            }));
+            columns.push(Arc::new(keys.with_precision_and_scale(38, 0)?));
+            Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
     }
 }
 
@@ -368,8 +512,8 @@ impl ExecutionPlan for FoldRunsExec {
     }
 }
 
-/// Writes the sorted `input` as a run in `dir`, named by the place of its rows in the input
-/// (no file when it has no rows); returns its summary row.
+/// Writes the sorted `input` as a run in `dir` (no file when it has no rows); returns its
+/// summary row.
 async fn write_run(
     store: Arc<dyn ObjectStore>,
     dir: Path,
@@ -384,13 +528,10 @@ async fn write_run(
             let (_, writer) = match &mut run {
                 Some(run) => run,
                 None => {
-                    // Every key of a partition holds its place in the input: name the run by it.
-                    let first = batch
-                        .column(batch.num_columns() - 1)
-                        .as_primitive::<Decimal128Type>()
-                        .value(0);
-                    let partition = key_position(first) >> ROW_BITS;
-                    let path = dir.clone().join(format!("run-{partition:08}.arrow"));
+                    // A name of its own: a task run again writes a new run, and only the
+                    // runs of the attempts that succeeded are reported.
+                    let salt = RandomState::new().hash_one((std::process::id(), SystemTime::now()));
+                    let path = dir.clone().join(format!("run-{salt:016x}.arrow"));
                     let writer =
                         RunWriter::create(Arc::clone(&store), path.clone(), &batch.schema())?;
                     run.insert((path, writer))

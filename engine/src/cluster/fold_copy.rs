@@ -19,26 +19,36 @@
 //! directory).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, UInt64Array};
-use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNode};
+use datafusion::logical_expr::{
+    Expr, Extension, LogicalPlan, LogicalPlanBuilder, UserDefinedLogicalNode,
+};
 use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::cluster::distributed_fold::{FoldRunsNode, FoldShardsNode, ShardsSpec, reported_runs};
+use crate::cluster::distributed_fold::{
+    FoldRunsNode, FoldShardsNode, RunKey, ShardsSpec, reported_runs,
+};
 use crate::cluster::fold_layout::{RunIndex, shard_pieces};
 use crate::error::{DeltError, Result};
 use crate::io::output::CopyTarget;
 use crate::sql::runner::CopyWriter;
+use crate::stages::node::SCORE_COLUMN;
+use crate::stages::shuffle::SHUFFLE_KEY;
 use crate::stages::{FoldMode, Stage, StageNode};
 
 /// The [`CopyWriter`] of a cluster client: a COPY of a fold to a directory runs as a
 /// distributed fold; other COPYs are left to the runner.
 #[derive(Debug, Default)]
-pub struct DistributedFold;
+pub struct DistributedFold {
+    /// Print a line on stderr when each job ends.
+    pub report: bool,
+}
 
 #[async_trait]
 impl CopyWriter for DistributedFold {
@@ -53,24 +63,19 @@ impl CopyWriter for DistributedFold {
         }
         // The fold is a plan node once the plan is analyzed (see `sql::rewrite`).
         let query = ctx.state().optimize(query)?;
-        let LogicalPlan::Extension(extension) = &query else {
-            return Ok(None);
-        };
-        let Some(stage) = extension.node.as_any().downcast_ref::<StageNode>() else {
-            return Ok(None);
-        };
-        let Stage::Fold { layers, mode } = stage.stage() else {
+        let Some((input, key, layers)) = sorted_by_runs(&query)? else {
             return Ok(None);
         };
         let store = ctx.runtime_env().object_store(target.store_url())?;
         let fold = Fold {
             ctx,
             query: &query,
-            input: stage.input(),
-            layers: layers as u64,
-            mode,
+            input: &input,
+            key,
+            layers,
             target,
             store: Arc::clone(&store),
+            report: self.report,
         };
         let rows = target
             .write_staged(store, |staging| fold.run(staging))
@@ -79,28 +84,86 @@ impl CopyWriter for DistributedFold {
     }
 }
 
+/// The input, key and layer count of `query` as the jobs run it, if they can: a fold, or a
+/// shuffle (one layer, keyed by the rows' hash); the input's last column is the score or hash.
+fn sorted_by_runs(query: &LogicalPlan) -> Result<Option<(LogicalPlan, RunKey, u64)>> {
+    match query {
+        LogicalPlan::Extension(extension) => {
+            let Some(stage) = extension.node.as_any().downcast_ref::<StageNode>() else {
+                return Ok(None);
+            };
+            let Stage::Fold { layers, mode } = stage.stage() else {
+                return Ok(None);
+            };
+            Ok(Some((
+                stage.input().clone(),
+                RunKey::Fold(mode),
+                layers as u64,
+            )))
+        }
+        LogicalPlan::Sort(sort) if sort.fetch.is_none() => {
+            let [order] = sort.expr.as_slice() else {
+                return Ok(None);
+            };
+            let Expr::ScalarFunction(hash) = &order.expr else {
+                return Ok(None);
+            };
+            if hash.name() != SHUFFLE_KEY || !order.asc {
+                return Ok(None);
+            }
+            let mut columns: Vec<Expr> = sort
+                .input
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
+            columns.push(order.expr.clone().alias(SCORE_COLUMN));
+            let input = LogicalPlanBuilder::from(sort.input.as_ref().clone())
+                .project(columns)?
+                .build()?;
+            Ok(Some((input, RunKey::Shuffle, 1)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// One distributed fold to write.
 struct Fold<'a> {
     ctx: &'a SessionContext,
     /// The fold node (its schema is the output's).
     query: &'a LogicalPlan,
-    /// The fold's scored input.
+    /// The fold's scored input (or the shuffle's input and hash).
     input: &'a LogicalPlan,
+    key: RunKey,
     layers: u64,
-    mode: FoldMode,
     target: &'a CopyTarget,
     store: Arc<dyn ObjectStore>,
+    report: bool,
 }
 
 impl Fold<'_> {
     /// Runs both jobs into `staging`; returns the staged shards and their rows, in order.
     async fn run(self, staging: Path) -> Result<Vec<(Path, u64)>> {
         let runs_dir = staging.clone().join("runs");
-        let node = FoldRunsNode::new(self.input.clone(), self.mode, self.target.url_of(&runs_dir));
+        let node = FoldRunsNode::new(self.input.clone(), self.key, self.target.url_of(&runs_dir));
+        let started = Instant::now();
         let batches = self.execute(Arc::new(node)).await?;
         let runs = reported_runs(&batches)?;
         let rows: u64 = runs.iter().map(|run| run.summary.rows).sum();
-        let scored: u64 = runs.iter().map(|run| run.summary.scored).sum();
+        // A shuffle has no scores: all its rows are "scored", in one layer.
+        let (scored, mode) = match self.key {
+            RunKey::Fold(mode) => (runs.iter().map(|run| run.summary.scored).sum(), mode),
+            RunKey::Shuffle => (rows, FoldMode::Ascending),
+        };
+        if self.report {
+            eprintln!(
+                "distributed fold: {rows} rows scored and sorted into {} runs on the executors \
+                 in {:.1}s",
+                runs.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         if let Some(run) = runs.first() {
             let path = Path::from(run.path.as_str());
             if self.store.head(&path).await.is_err() {
@@ -116,7 +179,7 @@ impl Fold<'_> {
             rows,
             scored,
             self.layers,
-            self.mode,
+            mode,
             self.target.rows_per_shard() as u64,
         );
         if rows == 0 {
@@ -153,9 +216,17 @@ impl Fold<'_> {
                 })
                 .collect(),
         };
+        let started = Instant::now();
         let batches = self
             .execute(Arc::new(FoldShardsNode::new(spec.to_json())))
             .await?;
+        if self.report {
+            eprintln!(
+                "distributed fold: {} shards merged and written by the executors in {:.1}s",
+                expected.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         let mut written = vec![None; expected.len()];
         for batch in &batches {
             let shards = batch.column(0).as_any().downcast_ref::<UInt64Array>();

@@ -42,7 +42,8 @@ const TAIL_BYTES: u64 = 64 * 1024;
 pub struct RunSummary {
     /// Rows in the run.
     pub rows: u64,
-    /// Rows with a score (negative keys; they sort before the rows without one).
+    /// Rows with a score, for a fold's keys (negative keys; they sort before the rows without
+    /// one).
     pub scored: u64,
     /// The first key of every block.
     pub block_keys: Vec<i128>,
@@ -77,7 +78,7 @@ impl RunWriter {
         })
     }
 
-    /// Appends `batch`, whose keys follow the keys written before.
+    /// Appends `batch`, whose keys follow the keys written before (equal ones allowed).
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         self.pending_rows += batch.num_rows();
         self.pending.push(batch);
@@ -128,7 +129,7 @@ impl RunWriter {
         self.pending_rows -= rows;
         let keys = block_keys(&block);
         if let (Some(last), Some(first)) = (self.last_key, keys.first())
-            && *first <= last
+            && *first < last
         {
             return Err(DataFusionError::Internal(format!(
                 "run {}: keys out of order",
@@ -306,7 +307,8 @@ pub enum Fence {
 }
 
 /// The rows of several runs in key order from a fence on, each with its rank: its index in
-/// the sorted union of all the runs (keys are unique across runs).
+/// the sorted union of all the runs. Rows with equal keys (only a shuffle's identical rows)
+/// come in the order of their runs.
 ///
 /// A row comes out as its rank, a slot (a block read since the last [`gather`](Self::gather))
 /// and its index in that block; `gather` builds a batch of the rows asked for and lets go of
