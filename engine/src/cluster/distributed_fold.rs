@@ -22,7 +22,6 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{
     AsArray, BinaryArray, Decimal128Array, RecordBatch, StringArray, UInt64Array,
 };
-use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use datafusion::catalog::Session;
 use datafusion::common::config::TableOptions;
@@ -35,11 +34,7 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::{
     Expr, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{
-    EquivalenceProperties, LexRequirement, OrderingRequirements, PhysicalExpr,
-    PhysicalSortRequirement,
-};
+use datafusion::physical_expr::{EquivalenceProperties, OrderingRequirements, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -56,7 +51,7 @@ use crate::cluster::fold_layout::Piece;
 use crate::cluster::sorted_runs::{Fence, RankedMerge, RunFile, RunSummary, RunWriter};
 use crate::io::output::CopyTarget;
 use crate::stages::FoldMode;
-use crate::stages::order_key::{KEY_COLUMN, OrderKeyExec};
+use crate::stages::order_key::{KEY_COLUMN, OrderKeyExec, ascending_key_requirement};
 
 /// The columns each task of the first job returns: its run's path, rows, scored rows and
 /// the first key of every block (16 bytes each, little-endian).
@@ -408,7 +403,8 @@ pub struct FoldRunsExec {
 }
 
 impl FoldRunsExec {
-    /// Runs of `input` (an [`OrderKeyExec`]) under `dir` (a URL).
+    /// Runs of `input` (an [`OrderKeyExec`] or a [`HashKeyExec`]: rows, key last) under `dir`
+    /// (a URL).
     pub fn new(input: Arc<dyn ExecutionPlan>, dir: String) -> Self {
         let partitions = input.output_partitioning().partition_count();
         Self {
@@ -453,16 +449,7 @@ impl ExecutionPlan for FoldRunsExec {
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
-        let schema = self.input.schema();
-        let key = schema.fields().len() - 1;
-        let requirement = LexRequirement::new([PhysicalSortRequirement::new(
-            Arc::new(Column::new(KEY_COLUMN, key)),
-            Some(SortOptions {
-                descending: false,
-                nulls_first: false,
-            }),
-        )]);
-        vec![requirement.map(OrderingRequirements::new)]
+        vec![ascending_key_requirement(&self.input.schema())]
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
@@ -589,7 +576,7 @@ pub struct ReportedRun {
 }
 
 /// The runs in the batches the first job returned, rowless tasks left out.
-pub fn reported_runs(batches: &[RecordBatch]) -> Result<Vec<ReportedRun>> {
+pub fn reported_runs(batches: &[RecordBatch]) -> Vec<ReportedRun> {
     let mut runs = Vec::new();
     for batch in batches {
         let paths = batch.column(0).as_string::<i32>();
@@ -615,14 +602,9 @@ pub fn reported_runs(batches: &[RecordBatch]) -> Result<Vec<ReportedRun>> {
             });
         }
     }
+    // Sorted, so that the plans that name the runs do not depend on which task ended first.
     runs.sort_by(|a, b| a.path.cmp(&b.path));
-    if let Some(pair) = runs.windows(2).find(|pair| pair[0].path == pair[1].path) {
-        return internal_err!(
-            "two tasks of a distributed fold wrote the same run {}: their rows' positions collide",
-            pair[0].path
-        );
-    }
-    Ok(runs)
+    runs
 }
 
 /// What the tasks of the second job do: where the runs are, the COPY they write, and each

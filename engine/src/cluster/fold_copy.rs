@@ -1,5 +1,6 @@
 //! `COPY (... ORDER BY fold_order(score, L)) TO 'dir/'` on a cluster: every executor scores,
-//! sorts and writes; nothing passes through one place.
+//! sorts and writes; nothing passes through one place. `ORDER BY shuffle_order(seed)` runs
+//! the same way, as one layer keyed by the rows' hash.
 //!
 //! The client runs two jobs ([`crate::cluster::distributed_fold`]) and publishes what they
 //! wrote:
@@ -42,8 +43,8 @@ use crate::stages::node::SCORE_COLUMN;
 use crate::stages::shuffle::SHUFFLE_KEY;
 use crate::stages::{FoldMode, Stage, StageNode};
 
-/// The [`CopyWriter`] of a cluster client: a COPY of a fold to a directory runs as a
-/// distributed fold; other COPYs are left to the runner.
+/// The [`CopyWriter`] of a cluster client: a COPY of a fold or a shuffle to a directory runs
+/// as a distributed fold; other COPYs are left to the runner.
 #[derive(Debug, Default)]
 pub struct DistributedFold {
     /// Print a line on stderr when each job ends.
@@ -131,7 +132,7 @@ fn sorted_by_runs(query: &LogicalPlan) -> Result<Option<(LogicalPlan, RunKey, u6
 /// One distributed fold to write.
 struct Fold<'a> {
     ctx: &'a SessionContext,
-    /// The fold node (its schema is the output's).
+    /// The fold or shuffle (its schema is the output's).
     query: &'a LogicalPlan,
     /// The fold's scored input (or the shuffle's input and hash).
     input: &'a LogicalPlan,
@@ -148,8 +149,14 @@ impl Fold<'_> {
         let runs_dir = staging.clone().join("runs");
         let node = FoldRunsNode::new(self.input.clone(), self.key, self.target.url_of(&runs_dir));
         let started = Instant::now();
+        if self.report {
+            eprintln!(
+                "distributed fold: the executors score and sort the rows into runs under {}",
+                self.target.url_of(&runs_dir)
+            );
+        }
         let batches = self.execute(Arc::new(node)).await?;
-        let runs = reported_runs(&batches)?;
+        let runs = reported_runs(&batches);
         let rows: u64 = runs.iter().map(|run| run.summary.rows).sum();
         // A shuffle has no scores: all its rows are "scored", in one layer.
         let (scored, mode) = match self.key {
@@ -242,8 +249,10 @@ impl Fold<'_> {
         }
         for (shard, (written, expected)) in written.iter().zip(&expected).enumerate() {
             if *written != Some(*expected) {
+                let got = written.map_or("no".to_string(), |rows| rows.to_string());
                 return Err(DeltError::Cluster(format!(
-                    "shard {shard} of the distributed fold holds {written:?} rows, not {expected}"
+                    "shard {shard} of the distributed fold came back with {got} rows, not \
+                     {expected}: nothing was published; please report this as a delt bug"
                 )));
             }
         }

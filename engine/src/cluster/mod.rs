@@ -14,9 +14,14 @@
 //!   ([`crate::stages::order_key::PartitionStart`]);
 //! * the client ([`client`]) is the `delt sql` runner over a Ballista session: statements,
 //!   COPY, ordered and atomic output work as in a local run; JSON lines scans are shipped
-//!   with DataFusion's reader ([`portable_scans`]).
+//!   with DataFusion's reader ([`portable_scans`]);
+//! * a COPY of a fold or a shuffle to a directory runs as two jobs in which the executors
+//!   sort the rows into runs on shared storage and then write the output shards, one task
+//!   each ([`fold_copy`], its plan nodes [`distributed_fold`], the run files [`sorted_runs`],
+//!   the shards' rank arithmetic [`fold_layout`]).
 //!
-//! Owns: `codec`, `scheduler`, `executor`, `client`, `portable_scans`, `unavailable_function`.
+//! Owns: `codec`, `scheduler`, `executor`, `client`, `portable_scans`, `unavailable_function`,
+//! `fold_copy`, `distributed_fold`, `sorted_runs`, `fold_layout`.
 //! May import: `sql` (the session and planner), `stages`, `plugins`, `io`.
 
 pub mod client;

@@ -239,8 +239,8 @@ impl CopyTarget {
             .join(format!("{index:010}.{}", self.format.extension()))
     }
 
-    /// The staging directory's URL for a destination whose shards others write (the tasks
-    /// of a cluster), and the path its shards go to in `store_url`'s store.
+    /// The URL of `path` in the destination's store, for processes that resolve it
+    /// themselves (the executors of a cluster).
     pub fn url_of(&self, path: &Path) -> String {
         format!("{}{path}", self.url.object_store().as_str())
     }

@@ -15,15 +15,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{SortOptions, take_record_batch};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{Decimal128Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{
-    LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortRequirement,
-};
+use datafusion::physical_expr::{OrderingRequirements, PhysicalExpr};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics,
 };
@@ -37,6 +34,7 @@ use futures::StreamExt;
 use crate::stages::FoldMode;
 use crate::stages::fold_in_memory::fold_in_memory;
 use crate::stages::node::stage_output;
+use crate::stages::order_key::ascending_key_requirement;
 use crate::stages::spill::{BufferSet, FrozenBuffers};
 
 /// How a [`FoldExec`] puts its rows in order.
@@ -146,16 +144,7 @@ impl ExecutionPlan for FoldExec {
         if self.strategy != FoldStrategy::SortedStream {
             return vec![None];
         }
-        let schema = self.input.schema();
-        let key = self.key_index();
-        let requirement = LexRequirement::new([PhysicalSortRequirement::new(
-            Arc::new(Column::new(schema.field(key).name(), key)),
-            Some(SortOptions {
-                descending: false,
-                nulls_first: false,
-            }),
-        )]);
-        vec![requirement.map(OrderingRequirements::new)]
+        vec![ascending_key_requirement(&self.input.schema())]
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {

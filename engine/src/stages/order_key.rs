@@ -18,6 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, Decimal128Array, RecordBatch};
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -26,7 +27,11 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexRequirement, OrderingRequirements, PhysicalExpr,
+    PhysicalSortRequirement,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
@@ -182,6 +187,19 @@ impl OrderKeyExec {
     pub fn partition_starts(&self) -> Option<&Arc<Vec<PartitionStart>>> {
         self.partition_starts.as_ref()
     }
+}
+
+/// The ordering an operator asks of its input whose last column is a key: ascending.
+pub fn ascending_key_requirement(schema: &SchemaRef) -> Option<OrderingRequirements> {
+    let key = schema.fields().len() - 1;
+    LexRequirement::new([PhysicalSortRequirement::new(
+        Arc::new(Column::new(schema.field(key).name(), key)),
+        Some(SortOptions {
+            descending: false,
+            nulls_first: false,
+        }),
+    )])
+    .map(OrderingRequirements::new)
 }
 
 /// The key of one row (`None`: a NULL score); see the module documentation.
