@@ -21,6 +21,7 @@ use datafusion::arrow::ipc::convert::fb_to_schema;
 use datafusion::arrow::ipc::reader::{FileDecoder, read_footer_length};
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::ipc::{Block, root_as_footer};
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, Result};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -330,6 +331,9 @@ struct Cursor {
     slot: usize,
     keys: ScalarBuffer<i128>,
     row: usize,
+    /// The next block in the merge's direction, fetched while this one is read (on an
+    /// object store, a request's latency would otherwise stall the merge once per block).
+    prefetch: Option<SpawnedTask<Result<RecordBatch>>>,
 }
 
 impl RankedMerge {
@@ -365,7 +369,9 @@ impl RankedMerge {
                 slot: merge.slots.len() - 1,
                 keys,
                 row: below,
+                prefetch: None,
             };
+            cursor.prefetch(forward);
             let live = if forward {
                 below < cursor.keys.len() || cursor.advance(true, &mut merge.slots).await?
             } else if below > 0 {
@@ -446,25 +452,42 @@ impl Cursor {
         self.advance(forward, slots).await
     }
 
+    /// The index of the next block in the direction, if there is one.
+    fn next_block(&self, forward: bool) -> Option<usize> {
+        if forward {
+            Some(self.block + 1).filter(|next| *next < self.run.blocks.len())
+        } else {
+            self.block.checked_sub(1)
+        }
+    }
+
+    /// Starts fetching the next block in the direction.
+    fn prefetch(&mut self, forward: bool) {
+        self.prefetch = self.next_block(forward).map(|next| {
+            let run = Arc::clone(&self.run);
+            SpawnedTask::spawn(async move { run.block(next).await })
+        });
+    }
+
     /// Loads the next block in the direction into a new slot and stands on its first row in
     /// that direction.
     async fn advance(&mut self, forward: bool, slots: &mut Vec<RecordBatch>) -> Result<bool> {
-        let next = if forward {
-            self.block + 1
-        } else if self.block == 0 {
+        let Some(next) = self.next_block(forward) else {
             return Ok(false);
-        } else {
-            self.block - 1
         };
-        if next >= self.run.blocks.len() {
-            return Ok(false);
-        }
-        let batch = self.run.block(next).await?;
+        let batch = match self.prefetch.take() {
+            Some(fetch) => fetch
+                .join_unwind()
+                .await
+                .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??,
+            None => self.run.block(next).await?,
+        };
         self.block = next;
         self.keys = block_keys(&batch);
         self.row = if forward { 0 } else { self.keys.len() - 1 };
         slots.push(batch);
         self.slot = slots.len() - 1;
+        self.prefetch(forward);
         Ok(true)
     }
 }
