@@ -323,7 +323,7 @@ fn a_selection_scores_on_every_executor_and_equals_the_local_run() {
 }
 
 #[test]
-fn a_fold_sorts_on_the_executors_within_their_memory_limit() {
+fn folds_and_selections_sort_on_the_executors_within_their_memory_limit() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     write_parquet_files(&input, &rows(60_000, 3, true), 8);
@@ -343,9 +343,25 @@ fn a_fold_sorts_on_the_executors_within_their_memory_limit() {
             out.display()
         )
     };
+    let select = |out: &Path| {
+        format!(
+            "COPY (SELECT id, text FROM '{}/' WHERE top_r(score, 0.6)) TO '{}'",
+            input.display(),
+            out.display()
+        )
+    };
     let local = dir.path().join("local.parquet");
     let local_shards = dir.path().join("local_shards");
-    let out = sql(&[fold(&local), fold_to_shards(&local_shards)], None, &[]);
+    let local_selected = dir.path().join("local_selected.parquet");
+    let out = sql(
+        &[
+            fold(&local),
+            fold_to_shards(&local_shards),
+            select(&local_selected),
+        ],
+        None,
+        &[],
+    );
     succeeded(&out, None);
 
     // A sort sets aside 10 MB for merging what it spilled: 48M leaves each task 38 MB.
@@ -361,16 +377,38 @@ fn a_fold_sorts_on_the_executors_within_their_memory_limit() {
         plan.contains("strategy=sorted stream") && plan.contains("SortExec"),
         "{plan}"
     );
+    // A selection too: its tasks sort by position, and one merge keeps the input order.
+    let explain = format!(
+        "EXPLAIN SELECT * FROM '{}/' WHERE top_k(score, 10)",
+        input.display()
+    );
+    let out = sql(&[explain], Some(&cluster), &[]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("position first")
+            && plan.contains("SortExec")
+            && plan.contains("SortPreservingMergeExec"),
+        "{plan}"
+    );
     // Sorted on the executors under their limit, merged and dealt: the same bytes. To a
     // directory, the executors also write the sorted runs and the shards.
     let remote = dir.path().join("remote.parquet");
     let remote_shards = dir.path().join("remote_shards");
+    let remote_selected = dir.path().join("remote_selected.parquet");
     let out = sql(
-        &[fold(&remote), fold_to_shards(&remote_shards)],
+        &[
+            fold(&remote),
+            fold_to_shards(&remote_shards),
+            select(&remote_selected),
+        ],
         Some(&cluster),
         &[],
     );
     succeeded(&out, Some(&cluster));
+    assert!(
+        std::fs::read(&local_selected).unwrap() == std::fs::read(&remote_selected).unwrap(),
+        "the selection under the executors' memory limit differs from the local run's"
+    );
     assert!(
         std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(),
         "the fold under the executors' memory limit differs from the local run's"

@@ -421,16 +421,21 @@ impl PhysicalExtensionCodec for DeltPhysicalCodec {
                     .ok_or_else(|| malformed("dir"))?
                     .to_string(),
             )),
-            Some("order_key") => Arc::new(
-                OrderKeyExec::new(
+            Some("order_key") => {
+                let keys = OrderKeyExec::new(
                     input,
                     value["score"].as_u64().ok_or_else(|| malformed("score"))? as usize,
                     value["descending"]
                         .as_bool()
                         .ok_or_else(|| malformed("descending"))?,
                 )
-                .with_partition_starts(partition_starts_from(&value["starts"])?),
-            ),
+                .with_partition_starts(partition_starts_from(&value["starts"])?);
+                match value["position_first"].as_bool() {
+                    Some(true) => Arc::new(keys.position_first()),
+                    Some(false) => Arc::new(keys),
+                    None => return Err(malformed("position_first")),
+                }
+            }
             Some("fold") => {
                 let Stage::Fold { layers, mode } = stage_from(&value["stage"])? else {
                     return Err(malformed("fold stage"));
@@ -470,6 +475,7 @@ impl PhysicalExtensionCodec for DeltPhysicalCodec {
                     "node": "order_key",
                     "score": keys.score(),
                     "descending": keys.descending(),
+                    "position_first": keys.is_position_first(),
                     "starts": keys.partition_starts().map(|starts| starts
                         .iter()
                         .map(|s| json!([s.file, s.offset]))

@@ -8,8 +8,9 @@
 //! * the scheduler plans a fold so that everything below it (scan, scoring, keys) and the
 //!   sort by key run as one task per input partition on the executors, and the fold merges
 //!   the sorted streams in one task ([`crate::stages::fold::FoldStrategy::SortedStream`]); a
-//!   selection gathers its keyed rows in one task
-//!   ([`crate::stages::select::SelectStrategy::Gathered`]). The output equals a local run's,
+//!   selection's tasks sort their rows by position, and one task merges them in input order
+//!   and keeps the best ([`crate::stages::select::SelectStrategy::Gathered`], rows spilling).
+//!   The output equals a local run's,
 //!   since the keys hold each row's position in the whole input, whichever task read it
 //!   ([`crate::stages::order_key::PartitionStart`]);
 //! * the client ([`client`]) is the `delt sql` runner over a Ballista session: statements,

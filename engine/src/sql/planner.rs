@@ -41,7 +41,8 @@ impl DeltQueryPlanner {
     /// a separate stage of one task per input partition, spread over the executors. A fold
     /// sorts its keyed rows there ([`FoldStrategy::SortedStream`]: each task sorts its own,
     /// spilling under its executor's memory limit) and merges the sorted streams in one task;
-    /// a selection gathers its keyed rows into one task ([`SelectStrategy::Gathered`]). Keys
+    /// a selection's tasks sort their rows by position (keys position first) and one task
+    /// merges them in input order and selects, spilling ([`SelectStrategy::Gathered`]). Keys
     /// number rows by the scan's files
     /// ([`PartitionStart`](crate::stages::order_key::PartitionStart)). `extensions` plan the
     /// nodes that only a cluster's jobs hold.
@@ -78,13 +79,16 @@ impl QueryPlanner for DeltQueryPlanner {
                 return Ok(Transformed::no(node));
             };
             let starts = keys.input_files().map(Arc::new);
-            let keys = OrderKeyExec::new(
+            let mut rebuilt = OrderKeyExec::new(
                 Arc::clone(keys.children()[0]),
                 keys.score(),
                 keys.descending(),
             )
             .with_partition_starts(starts);
-            Ok(Transformed::yes(Arc::new(keys) as Arc<dyn ExecutionPlan>))
+            if keys.is_position_first() {
+                rebuilt = rebuilt.position_first();
+            }
+            Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
         })
         .map(|transformed| transformed.data)
     }
@@ -130,7 +134,7 @@ impl ExtensionPlanner for DeltExtensionPlanner {
             }
             Stage::Select(selection) if self.distributed => {
                 let score = input.schema().fields().len() - 1;
-                let keyed = Arc::new(OrderKeyExec::new(input, score, false));
+                let keyed = Arc::new(OrderKeyExec::new(input, score, false).position_first());
                 Arc::new(SelectExec::new(keyed, selection, SelectStrategy::Gathered))
             }
             Stage::Select(selection) => Arc::new(SelectExec::new(

@@ -53,6 +53,8 @@ pub struct OrderKeyExec {
     input: Arc<dyn ExecutionPlan>,
     score: usize,
     descending: bool,
+    /// Keys are [`position_key`]s: the input's order, with the score.
+    position_first: bool,
     /// Every file of the input in order, when the plan runs as tasks that each read a slice of
     /// it (see [`PartitionStart`]).
     partition_starts: Option<Arc<Vec<PartitionStart>>>,
@@ -84,10 +86,23 @@ impl OrderKeyExec {
             input,
             score,
             descending,
+            position_first: false,
             partition_starts: None,
             schema,
             properties,
         }
+    }
+
+    /// Makes [`position_key`]s, for an operator that wants its input in input order but
+    /// keyed by score (a cluster's gathered selection).
+    pub fn position_first(mut self) -> Self {
+        self.position_first = true;
+        self
+    }
+
+    /// Whether the keys are [`position_key`]s.
+    pub fn is_position_first(&self) -> bool {
+        self.position_first
     }
 
     /// Numbers positions by `starts` (every file of the whole input, in order) rather than by
@@ -222,6 +237,24 @@ pub fn order_key(score: Option<f64>, descending: bool, position: u64) -> i128 {
     (key ^ (1 << 127)) as i128
 }
 
+/// Turns an order key into a *position key*: the same row's position first (63 bits), then
+/// its NULL flag and score (65 bits), so that sorting on it is input order while the key
+/// still holds the score ([`order_key_from_position_key`] turns it back).
+pub fn position_key(order_key: i128) -> i128 {
+    let unsigned = order_key as u128 ^ (1 << 127);
+    let position = unsigned & ((1 << 63) - 1);
+    let flag_and_score = unsigned >> 63;
+    ((position << 65 | flag_and_score) ^ (1 << 127)) as i128
+}
+
+/// The order key of a [`position_key`].
+pub fn order_key_from_position_key(key: i128) -> i128 {
+    let unsigned = key as u128 ^ (1 << 127);
+    let position = unsigned >> 65;
+    let flag_and_score = unsigned & ((1 << 65) - 1);
+    ((flag_and_score << 63 | position) ^ (1 << 127)) as i128
+}
+
 /// The input position a key holds (its low 63 bits), whatever its score.
 pub fn key_position(key: i128) -> u64 {
     (key as u128 & ((1 << 63) - 1)) as u64
@@ -229,7 +262,11 @@ pub fn key_position(key: i128) -> u64 {
 
 impl DisplayAs for OrderKeyExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "OrderKeyExec: descending={}", self.descending)
+        write!(f, "OrderKeyExec: descending={}", self.descending)?;
+        if self.position_first {
+            write!(f, ", position first")?;
+        }
+        Ok(())
     }
 }
 
@@ -269,10 +306,10 @@ impl ExecutionPlan for OrderKeyExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(
-            Self::new(children.swap_remove(0), self.score, self.descending)
-                .with_partition_starts(self.partition_starts.clone()),
-        ))
+        let mut keys = Self::new(children.swap_remove(0), self.score, self.descending)
+            .with_partition_starts(self.partition_starts.clone());
+        keys.position_first = self.position_first;
+        Ok(Arc::new(keys))
     }
 
     fn with_new_children(
@@ -292,6 +329,7 @@ impl ExecutionPlan for OrderKeyExec {
     ) -> Result<SendableRecordBatchStream> {
         let base = (self.global_partition(partition)? as u64) << ROW_BITS;
         let (schema, score, descending) = (Arc::clone(&self.schema), self.score, self.descending);
+        let position_first = self.position_first;
         let mut next_row = 0u64;
         let stream = self.input.execute(partition, context)?.map(move |batch| {
             let batch = batch?;
@@ -300,11 +338,16 @@ impl ExecutionPlan for OrderKeyExec {
             let start = base + next_row;
             next_row += batch.num_rows() as u64;
             let keys = Decimal128Array::from_iter_values((0..batch.num_rows()).map(|i| {
-                order_key(
+                let key = order_key(
                     scores.is_valid(i).then(|| scores.value(i)),
                     descending,
                     start + i as u64,
-                )
+                );
+                if position_first {
+                    position_key(key)
+                } else {
+                    key
+                }
             }));
             let mut columns = batch.columns().to_vec();
             columns.remove(score);
@@ -320,7 +363,7 @@ impl ExecutionPlan for OrderKeyExec {
 
 #[cfg(test)]
 mod tests {
-    use super::order_key;
+    use super::{order_key, order_key_from_position_key, position_key};
 
     #[test]
     fn keys_order_by_score_then_position() {
@@ -366,6 +409,21 @@ mod tests {
                 "NULLs after every score"
             );
             assert!(order_key(None, descending, 3) < order_key(None, descending, 4));
+            for key in [
+                order_key(Some(-2.5), descending, 7),
+                order_key(Some(f64::NAN), descending, max_position),
+                order_key(None, descending, 0),
+                order_key(None, descending, max_position),
+            ] {
+                assert_eq!(order_key_from_position_key(position_key(key)), key);
+            }
+            assert!(
+                position_key(order_key(Some(9.0), descending, 3))
+                    < position_key(order_key(None, descending, 4))
+                    && position_key(order_key(None, descending, 4))
+                        < position_key(order_key(Some(-9.0), descending, 5)),
+                "position keys sort by position"
+            );
             assert!(
                 order_key(Some(f64::NAN), descending, max_position) < 0
                     && order_key(None, descending, 0) >= 0

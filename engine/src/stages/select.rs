@@ -11,24 +11,27 @@
 //! pressure) while collecting the scores, finds the cut with a linear-time selection, then
 //! replays the buffer through the cut.
 //!
-//! In a cluster ([`SelectStrategy::Gathered`]) the rows arrive from many tasks in no particular
-//! order, keyed by [`OrderKeyExec`](crate::stages::order_key::OrderKeyExec) with their score
-//! and input position: the selection keeps the `k` largest keys (ascending by score, ties in
-//! input order, the last `k`: the same rows as above) and emits them sorted by position.
+//! In a cluster ([`SelectStrategy::Gathered`]) the rows of many tasks are merged into one
+//! stream in input order: each task keys its rows by
+//! [`position_key`](crate::stages::order_key::position_key) (position first, score kept) and
+//! sorts them on its executor, and the merge keeps that order. The selection buffers the rows
+//! (spilling), keeps their order keys (16 bytes a row), finds the `k` largest (ascending by
+//! score, ties in input order, the last `k`: the same rows as above) and replays the buffer
+//! through the cut.
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::{cast, filter_record_batch, interleave_record_batch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, SchemaRef};
 use datafusion::common::internal_err;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext, async_try_stream};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{OrderingRequirements, PhysicalExpr};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics,
 };
@@ -42,7 +45,7 @@ use tokio::sync::mpsc;
 
 use crate::stages::Selection;
 use crate::stages::node::stage_output;
-use crate::stages::order_key::key_position;
+use crate::stages::order_key::{ascending_key_requirement, order_key_from_position_key};
 use crate::stages::spill::BufferSet;
 
 /// How a [`SelectExec`] reads its input.
@@ -51,10 +54,10 @@ pub enum SelectStrategy {
     /// The input's last column is the score and its partitions are contiguous runs of the
     /// input, replayed in turn from a spilling buffer.
     InputOrder,
-    /// The input's last column is an order key, and the input is gathered into one partition
-    /// first: in a cluster, the plan below the selection (scan, scoring, keys) then runs as one
-    /// task per input partition on the executors, and the selection holds every row in one
-    /// place, in memory.
+    /// The input's last column is a position key, and the input is merged into one partition
+    /// in key order (input order) first: in a cluster, the plan below the selection (scan,
+    /// scoring, keys, sort) then runs as one task per input partition on the executors, and
+    /// the selection holds the keys in memory and the rows in a spilling buffer.
     Gathered,
 }
 
@@ -134,6 +137,17 @@ impl ExecutionPlan for SelectExec {
     // Partitions are contiguous runs of the input: splitting them would lose the order.
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
         vec![false]
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        match self.strategy {
+            SelectStrategy::InputOrder => vec![None],
+            SelectStrategy::Gathered => vec![ascending_key_requirement(&self.input.schema())],
+        }
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -249,40 +263,44 @@ impl ExecutionPlan for SelectExec {
 }
 
 impl SelectExec {
-    /// [`SelectStrategy::Gathered`]: holds every keyed row, keeps the `k` largest keys among
-    /// those with a score, and emits the kept rows in input order.
+    /// [`SelectStrategy::Gathered`]: buffers the rows (in input order, keyed by position),
+    /// keeps the `k` largest order keys among those with a score, and replays the buffer
+    /// through that cut.
     fn execute_gathered(&self, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let mut input = self.input.execute(0, Arc::clone(&context))?;
         let key = self.input.schema().fields().len() - 1;
         let out_columns: Vec<usize> = (0..key).collect();
         let selection = self.selection;
-        let batch_size = context.session_config().batch_size();
+        let mut buffers = BufferSet::new(
+            1,
+            self.input.schema(),
+            context.runtime_env(),
+            "SelectExec",
+            SpillMetrics::new(&self.metrics, 0),
+        );
         let baseline = BaselineMetrics::new(&self.metrics, 0);
+        let order_keys = move |batch: &RecordBatch| -> Vec<i128> {
+            batch
+                .column(key)
+                .as_primitive::<Decimal128Type>()
+                .values()
+                .iter()
+                .map(|k| order_key_from_position_key(*k))
+                .collect()
+        };
         let stream = async_try_stream(move |mut tx| async move {
-            let mut held = Vec::new();
+            // Keys with a score are the negative ones; every key is distinct (positions are).
+            let mut scored: Vec<i128> = Vec::new();
+            let mut rows = 0;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
-                if batch.num_rows() > 0 {
-                    held.push(batch);
+                if batch.num_rows() == 0 {
+                    continue;
                 }
+                rows += batch.num_rows();
+                scored.extend(order_keys(&batch).into_iter().filter(|&k| k < 0));
+                buffers.push(0, batch)?;
             }
-            let rows = held.iter().map(RecordBatch::num_rows).sum();
-            let keys: Vec<&[i128]> = held
-                .iter()
-                .map(|b| {
-                    b.column(key)
-                        .as_primitive::<Decimal128Type>()
-                        .values()
-                        .as_ref()
-                })
-                .collect();
-            // Keys with a score are the negative ones; every key is distinct (positions are).
-            let mut scored: Vec<i128> = keys
-                .iter()
-                .flat_map(|k| k.iter())
-                .copied()
-                .filter(|&k| k < 0)
-                .collect();
             let k = selection.count(rows);
             let lowest_kept = match k {
                 0 => None,
@@ -293,27 +311,20 @@ impl SelectExec {
                 }
             };
             drop(scored);
-            let mut kept: Vec<(u64, usize, usize)> = Vec::new();
-            if let Some(lowest) = lowest_kept {
-                for (b, batch_keys) in keys.iter().enumerate() {
-                    for (r, &k) in batch_keys.iter().enumerate() {
-                        if k < 0 && k >= lowest {
-                            kept.push((key_position(k), b, r));
-                        }
-                    }
+            let Some(lowest) = lowest_kept else {
+                return Ok(());
+            };
+            for batch in buffers.freeze().replay(0, false) {
+                let batch = batch?;
+                let keep: BooleanArray = order_keys(&batch)
+                    .into_iter()
+                    .map(|k| Some(k < 0 && k >= lowest))
+                    .collect();
+                let kept = filter_record_batch(&batch.project(&out_columns)?, &keep)?;
+                if kept.num_rows() > 0 {
+                    baseline.record_output(kept.num_rows());
+                    tx.emit(kept).await;
                 }
-            }
-            kept.sort_unstable_by_key(|&(position, ..)| position);
-            let sources = held
-                .iter()
-                .map(|b| b.project(&out_columns))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let sources: Vec<&RecordBatch> = sources.iter().collect();
-            for chunk in kept.chunks(batch_size.max(1)) {
-                let indices: Vec<(usize, usize)> = chunk.iter().map(|&(_, b, r)| (b, r)).collect();
-                let out = interleave_record_batch(&sources, &indices)?;
-                baseline.record_output(out.num_rows());
-                tx.emit(out).await;
             }
             Ok::<_, DataFusionError>(())
         });
@@ -406,13 +417,13 @@ mod tests {
         keep
     }
 
-    /// The rows of 3 partitions as (id, score) batches in input order, and as (id, key)
-    /// batches in another order, split otherwise: as a cluster's tasks deliver them.
+    /// The rows of 3 partitions as (id, score) batches in input order, and as (id, position
+    /// key) batches in input order too, split otherwise: as a cluster's merge delivers them.
     fn scored_and_keyed() -> (Vec<Vec<RecordBatch>>, Vec<RecordBatch>) {
         use datafusion::arrow::array::{Decimal128Array, Float64Array, Int64Array};
         use datafusion::arrow::datatypes::{Field, Schema};
 
-        use crate::stages::order_key::order_key;
+        use crate::stages::order_key::{order_key, position_key};
         // Heavy ties (5 values) and NULL scores.
         let score = |id: i64| (id % 7 != 0).then_some((id % 5) as f64);
         let scored_schema = Arc::new(Schema::new(vec![
@@ -438,7 +449,7 @@ mod tests {
             let keys = ids
                 .iter()
                 .zip(0..)
-                .map(|(&id, row)| order_key(score(id), false, partition << 40 | row));
+                .map(|(&id, row)| position_key(order_key(score(id), false, partition << 40 | row)));
             let keys = Decimal128Array::from_iter_values(keys)
                 .with_precision_and_scale(38, 0)
                 .unwrap();
@@ -447,9 +458,9 @@ mod tests {
                 vec![Arc::new(Int64Array::from(ids)), Arc::new(keys)],
             )
             .unwrap();
-            // Later partitions first, each cut in two.
-            keyed.insert(0, batch.slice(10, batch.num_rows() - 10));
-            keyed.insert(1, batch.slice(0, 10));
+            // Each cut in two.
+            keyed.push(batch.slice(0, 10));
+            keyed.push(batch.slice(10, batch.num_rows() - 10));
         }
         (scored, keyed)
     }
