@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    AsArray, BinaryArray, Decimal128Array, RecordBatch, StringArray, UInt64Array,
+    ArrayRef, AsArray, BinaryArray, Decimal128Array, RecordBatch, StringArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use datafusion::catalog::Session;
@@ -621,28 +621,18 @@ pub struct ShardsSpec {
     pub options: HashMap<String, String>,
     /// The runs' paths in the staging directory's store.
     pub runs: Vec<String>,
-    /// Each shard: its index among the output's shards and its pieces, in output order.
+    /// Each shard: its index among the output's shards and its pieces, in output order
+    /// (empty in a [`FoldShardsExec`], whose input holds them).
     pub shards: Vec<(u64, Vec<(Piece, Fence)>)>,
 }
 
 impl ShardsSpec {
     /// As JSON text.
     pub fn to_json(&self) -> String {
-        let fence = |fence: &Fence| match fence {
-            Fence::Start => json!("start"),
-            Fence::End => json!("end"),
-            Fence::Key(key) => json!(key.to_string()),
-        };
         let shards: Vec<Value> = self
             .shards
             .iter()
-            .map(|(index, pieces)| {
-                let pieces: Vec<Value> = pieces
-                    .iter()
-                    .map(|(p, f)| json!([p.first, p.count, p.stride, p.backwards, fence(f)]))
-                    .collect();
-                json!({"index": index, "pieces": pieces})
-            })
+            .map(|(index, pieces)| json!({"index": index, "pieces": pieces_json(pieces)}))
             .collect();
         json!({
             "staging": self.staging,
@@ -666,31 +656,7 @@ impl ShardsSpec {
         };
         let value: Value = serde_json::from_str(text).map_err(|_| malformed())?;
         let text = |v: &Value| v.as_str().map(str::to_string).ok_or_else(malformed);
-        let fence = |v: &Value| match v.as_str() {
-            Some("start") => Some(Fence::Start),
-            Some("end") => Some(Fence::End),
-            Some(key) => key.parse().ok().map(Fence::Key),
-            None => None,
-        };
-        let piece = |v: &Value| {
-            Some((
-                Piece {
-                    first: v.get(0)?.as_u64()?,
-                    count: v.get(1)?.as_u64()?,
-                    stride: v.get(2)?.as_u64()?,
-                    backwards: v.get(3)?.as_bool()?,
-                },
-                fence(v.get(4)?)?,
-            ))
-        };
-        let shard = |v: &Value| {
-            let pieces = v["pieces"]
-                .as_array()?
-                .iter()
-                .map(piece)
-                .collect::<Option<_>>()?;
-            Some((v["index"].as_u64()?, pieces))
-        };
+        let shard = |v: &Value| Some((v["index"].as_u64()?, pieces_from(&v["pieces"])?));
         Ok(Self {
             staging: text(&value["staging"])?,
             destination: text(&value["destination"])?,
@@ -718,11 +684,46 @@ impl ShardsSpec {
     }
 }
 
+/// A shard's pieces and fences as JSON.
+fn pieces_json(pieces: &[(Piece, Fence)]) -> Value {
+    let fence = |fence: &Fence| match fence {
+        Fence::Start => json!("start"),
+        Fence::End => json!("end"),
+        Fence::Key(key) => json!(key.to_string()),
+    };
+    pieces
+        .iter()
+        .map(|(p, f)| json!([p.first, p.count, p.stride, p.backwards, fence(f)]))
+        .collect()
+}
+
+/// The pieces and fences of [`pieces_json`].
+fn pieces_from(value: &Value) -> Option<Vec<(Piece, Fence)>> {
+    let fence = |v: &Value| match v.as_str()? {
+        "start" => Some(Fence::Start),
+        "end" => Some(Fence::End),
+        key => key.parse().ok().map(Fence::Key),
+    };
+    let piece = |v: &Value| {
+        Some((
+            Piece {
+                first: v.get(0)?.as_u64()?,
+                count: v.get(1)?.as_u64()?,
+                stride: v.get(2)?.as_u64()?,
+                backwards: v.get(3)?.as_bool()?,
+            },
+            fence(v.get(4)?)?,
+        ))
+    };
+    value.as_array()?.iter().map(piece).collect()
+}
+
 /// Physical second job: writes the shards whose indices its input's partitions hold.
 ///
 /// The input is an in-memory scan of one partition per shard, each holding that shard's
-/// index: a scheduler gives each task its slice of a scan's partitions, so each task writes
-/// its own shards (a leaf of delt's own would run whole in every task).
+/// index and pieces (JSON): a scheduler gives each task its slice of a scan's partitions, so
+/// each task writes its own shards and receives only their pieces (a leaf of delt's own would
+/// run whole in every task). The spec it holds itself is the part common to all shards.
 #[derive(Debug)]
 pub struct FoldShardsExec {
     input: Arc<dyn ExecutionPlan>,
@@ -732,28 +733,29 @@ pub struct FoldShardsExec {
 }
 
 impl FoldShardsExec {
-    /// The executor of `json` (a [`ShardsSpec`]) over an in-memory scan of its shard indices.
+    /// The executor of `json` (a [`ShardsSpec`]) over an in-memory scan of its shards.
     pub fn try_new(json: &str) -> Result<Self> {
-        let spec = ShardsSpec::from_json(json)?;
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "shard",
-            DataType::UInt64,
-            false,
-        )]));
-        let partitions = (0..spec.shards.len() as u64)
-            .map(|shard| {
-                let column = Arc::new(UInt64Array::from(vec![shard]));
-                Ok(vec![RecordBatch::try_new(
-                    Arc::clone(&schema),
-                    vec![column],
-                )?])
+        let mut spec = ShardsSpec::from_json(json)?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("shard", DataType::UInt64, false),
+            Field::new("pieces", DataType::Utf8, false),
+        ]));
+        let partitions = std::mem::take(&mut spec.shards)
+            .into_iter()
+            .map(|(shard, pieces)| {
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(UInt64Array::from(vec![shard])),
+                    Arc::new(StringArray::from(vec![pieces_json(&pieces).to_string()])),
+                ];
+                Ok(vec![RecordBatch::try_new(Arc::clone(&schema), columns)?])
             })
             .collect::<Result<Vec<_>>>()?;
         let input = MemorySourceConfig::try_new_exec(&partitions, schema, None)?;
-        Self::with_input(input, json)
+        Self::with_input(input, &spec.to_json())
     }
 
-    /// The executor of `json` over `input`, the scan of shard indices it was planned with.
+    /// The executor of `json` (a [`ShardsSpec`] without shards) over `input`, the scan of
+    /// shards it was planned with.
     pub fn with_input(input: Arc<dyn ExecutionPlan>, json: &str) -> Result<Self> {
         let partitions = input.output_partitioning().partition_count();
         Ok(Self {
@@ -775,7 +777,7 @@ impl DisplayAs for FoldShardsExec {
         write!(
             f,
             "FoldShardsExec: shards={}, runs={}",
-            self.spec.shards.len(),
+            self.properties.output_partitioning().partition_count(),
             self.spec.runs.len()
         )
     }
@@ -838,9 +840,13 @@ impl ExecutionPlan for FoldShardsExec {
             async move {
                 let mut counts = Vec::new();
                 let indices = batch.column(0).as_primitive::<UInt64Type>().clone();
-                for index in indices.values().iter().copied() {
-                    let Some((_, pieces)) = spec.shards.get(index as usize).cloned() else {
-                        return internal_err!("FoldShardsExec has no shard {index}");
+                let pieces = batch.column(1).as_string::<i32>();
+                for (index, pieces) in indices.values().iter().copied().zip(pieces.iter()) {
+                    let Some(pieces) = pieces
+                        .and_then(|text| serde_json::from_str(text).ok())
+                        .and_then(|value| pieces_from(&value))
+                    else {
+                        return internal_err!("FoldShardsExec: shard {index} is malformed");
                     };
                     counts.push(write_shard(&spec, index, pieces, Arc::clone(&context)).await?);
                 }

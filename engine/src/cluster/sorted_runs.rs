@@ -308,8 +308,8 @@ pub enum Fence {
 }
 
 /// The rows of several runs in key order from a fence on, each with its rank: its index in
-/// the sorted union of all the runs. Rows with equal keys (only a shuffle's identical rows)
-/// come in the order of their runs.
+/// the sorted union of all the runs. Rows with equal keys (only a shuffle's identical rows,
+/// which are interchangeable) come in an order fixed by the order of the runs.
 ///
 /// A row comes out as its rank, a slot (a block read since the last [`gather`](Self::gather))
 /// and its index in that block; `gather` builds a batch of the rows asked for and lets go of
@@ -317,8 +317,9 @@ pub enum Fence {
 pub struct RankedMerge {
     cursors: Vec<Cursor>,
     slots: Vec<RecordBatch>,
-    /// (key, cursor) of each cursor's current row, the smallest key on top when forward.
-    heap: BinaryHeap<(Reverse<i128>, usize)>,
+    /// (key, cursor) of each cursor's current row: the smallest key on top (forward) or the
+    /// largest (backward).
+    forward_heap: BinaryHeap<(Reverse<i128>, usize)>,
     backward_heap: BinaryHeap<(i128, usize)>,
     forward: bool,
     /// The rank of the next row (`-1` once a backward merge has passed the first row).
@@ -343,7 +344,7 @@ impl RankedMerge {
         let mut merge = Self {
             cursors: Vec::new(),
             slots: Vec::new(),
-            heap: BinaryHeap::new(),
+            forward_heap: BinaryHeap::new(),
             backward_heap: BinaryHeap::new(),
             forward,
             next_rank: 0,
@@ -396,7 +397,7 @@ impl RankedMerge {
 
     fn push(&mut self, (key, cursor): (i128, usize)) {
         if self.forward {
-            self.heap.push((Reverse(key), cursor));
+            self.forward_heap.push((Reverse(key), cursor));
         } else {
             self.backward_heap.push((key, cursor));
         }
@@ -405,7 +406,7 @@ impl RankedMerge {
     /// The next row as (rank, slot, row); `None` when every run is read.
     pub async fn next(&mut self) -> Result<Option<(u64, usize, usize)>> {
         let top = if self.forward {
-            self.heap.pop().map(|(_, cursor)| cursor)
+            self.forward_heap.pop().map(|(_, cursor)| cursor)
         } else {
             self.backward_heap.pop().map(|(_, cursor)| cursor)
         };
