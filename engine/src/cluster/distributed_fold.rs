@@ -51,7 +51,7 @@ use crate::cluster::fold_layout::Piece;
 use crate::cluster::sorted_runs::{Fence, RankedMerge, RunFile, RunSummary, RunWriter};
 use crate::io::output::CopyTarget;
 use crate::stages::FoldMode;
-use crate::stages::order_key::{KEY_COLUMN, OrderKeyExec, ascending_key_requirement};
+use crate::stages::order_key::{OrderKeyExec, ascending_key_requirement, keyed_output};
 
 /// The columns each task of the first job returns: its run's path, rows, scored rows and
 /// the first key of every block (16 bytes each, little-endian).
@@ -295,23 +295,8 @@ pub struct HashKeyExec {
 impl HashKeyExec {
     /// Keys the rows of `input` by its last column.
     pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
-        let mut fields = input.schema().fields().to_vec();
-        fields.pop();
-        fields.push(Arc::new(Field::new(
-            KEY_COLUMN,
-            DataType::Decimal128(38, 0),
-            false,
-        )));
-        let schema = Arc::new(Schema::new_with_metadata(
-            fields,
-            input.schema().metadata().clone(),
-        ));
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            input.output_partitioning().clone(),
-            input.pipeline_behavior(),
-            input.boundedness(),
-        ));
+        let last = input.schema().fields().len() - 1;
+        let (schema, properties) = keyed_output(&input, last);
         Self {
             input,
             schema,

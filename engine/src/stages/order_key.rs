@@ -65,23 +65,7 @@ pub struct OrderKeyExec {
 impl OrderKeyExec {
     /// Keys the rows of `input` by its column `score`, high scores first when `descending`.
     pub fn new(input: Arc<dyn ExecutionPlan>, score: usize, descending: bool) -> Self {
-        let mut fields = input.schema().fields().to_vec();
-        fields.remove(score);
-        fields.push(Arc::new(Field::new(
-            KEY_COLUMN,
-            DataType::Decimal128(38, 0),
-            false,
-        )));
-        let schema = Arc::new(Schema::new_with_metadata(
-            fields,
-            input.schema().metadata().clone(),
-        ));
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            input.output_partitioning().clone(),
-            input.pipeline_behavior(),
-            input.boundedness(),
-        ));
+        let (schema, properties) = keyed_output(&input, score);
         Self {
             input,
             score,
@@ -143,6 +127,32 @@ impl OrderKeyExec {
                 ))
             })
     }
+}
+
+/// The schema and properties of an operator that replaces its input's column `replaced` by
+/// [`KEY_COLUMN`], appended last, keeping the input's partitions and pace.
+pub fn keyed_output(
+    input: &Arc<dyn ExecutionPlan>,
+    replaced: usize,
+) -> (SchemaRef, Arc<PlanProperties>) {
+    let mut fields = input.schema().fields().to_vec();
+    fields.remove(replaced);
+    fields.push(Arc::new(Field::new(
+        KEY_COLUMN,
+        DataType::Decimal128(38, 0),
+        false,
+    )));
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        input.schema().metadata().clone(),
+    ));
+    let properties = Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(Arc::clone(&schema)),
+        input.output_partitioning().clone(),
+        input.pipeline_behavior(),
+        input.boundedness(),
+    ));
+    (schema, properties)
 }
 
 /// Where one scan partition starts: its first file and the byte offset in it.
